@@ -1,0 +1,35 @@
+"""Unary elementwise nonlinearities: the rescale rule.
+
+``m = (f(x) - f(r)) / (x - r)``, and ``f'((x + r) / 2)`` where ``x`` and ``r`` are equal up to
+rounding, so that ``m · Δx = Δf`` exactly and ``x == r`` gives the true gradient.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfshap.graph import reapply
+from tfshap.pair import both, close, derivative, halves, ratio
+from tfshap.registry import register_rule
+
+
+def rescale(op: tf.Operation, grad: tf.Tensor):
+    """m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ≈ r."""
+    x, r = halves(op.inputs[0])
+    fx, fr = halves(op.outputs[0])
+    slope_at_midpoint = derivative(lambda t: reapply(op, t), (x + r) / 2)
+    m = ratio(fx - fr, x - r, close(x, r), slope_at_midpoint)
+    return [both(m) * grad] + [None] * (len(op.inputs) - 1)
+
+
+RESCALE_OPS = (
+    # Keras activations
+    "Relu", "Relu6", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softplus", "Softsign",
+    # elementwise math they and common models lower to
+    "Exp", "Expm1", "Log", "Log1p", "Sqrt", "Rsqrt", "Square", "Abs", "Erf", "Erfc",
+    "Reciprocal", "Inv", "Sin", "Cos", "Tan", "Atan", "Asinh", "Sinh", "Cosh",
+    "Sign", "Floor", "Ceil", "Round",
+)
+
+for _op_type in RESCALE_OPS:
+    register_rule(_op_type, "rescale", gradient=rescale)

@@ -1,0 +1,115 @@
+"""Linear ops: TensorFlow's own gradient is the exact multiplier, ``m = ∂out/∂in``.
+
+An op is linear only in some of its inputs (a convolution in its input, not in its
+filter; a gather in its params, not in its indices). When any other input varies with the
+explained inputs, the rule refuses; an exact rule for that case lives in another family.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfshap.registry import KEEP, Refusal, register_rule
+
+
+def linear_in(*indices: int, when=None):
+    """Plan for an op linear in the inputs ``indices`` (all inputs when none are given)."""
+
+    def plan(op: tf.Operation, varying: tuple[bool, ...]):
+        allowed = set(range(len(varying))) if not indices else set(indices)
+        bad = [i for i, v in enumerate(varying) if v and i not in allowed]
+        if bad:
+            arg_names = [a.name for a in op.op_def.input_arg]
+            names = ", ".join(arg_names[i] if i < len(arg_names) else str(i) for i in bad)
+            return Refusal(f"its input {names} varies with the explained inputs, and {op.type} is not linear in it")
+        if when is not None:
+            reason = when(op)
+            if reason:
+                return Refusal(reason)
+        return KEEP
+
+    return plan
+
+
+def _register(op_types, *indices, when=None, doc="m = ∂out/∂in (linear)"):
+    for op_type in op_types:
+        register_rule(op_type, "linear", plan=linear_in(*indices, when=when), doc=doc)
+
+
+# Linear in every input.
+_register(
+    [
+        "Identity", "Snapshot", "EnsureShape", "CheckNumerics",
+        "AddV2", "Add", "Sub", "Neg", "AddN", "BiasAdd", "BiasAddV1",
+        "Sum", "Mean", "Cumsum",
+        "ConcatV2", "Pack", "Unpack", "Tile", "BroadcastTo",
+        "AvgPool", "AvgPool3D",
+    ]
+)
+# Linear in the data input; the others are shapes, axes, paddings or indices.
+_register(
+    [
+        "Reshape", "ExpandDims", "Squeeze", "Transpose", "Slice", "StridedSlice",
+        "Pad", "MirrorPad", "ReverseV2", "DepthToSpace", "SpaceToDepth",
+        "ResizeNearestNeighbor", "ResizeBilinear", "ExtractImagePatches",
+        "ExtractVolumePatches", "Gather", "GatherV2", "GatherNd",
+    ],
+    0,
+)
+_register(["PadV2"], 0, 2)
+_register(["Split"], 1)
+_register(["SplitV"], 0)
+_register(["SelectV2", "Select"], 1, 2, doc="m = ∂out/∂in for a condition that does not vary")
+# Linear in one operand while the other is constant (weights).
+_register(["Conv2D", "Conv3D", "DepthwiseConv2dNative"], 0, doc="m = ∂out/∂input (constant filter)")
+_register(["Conv2DBackpropInput", "Conv3DBackpropInputV2"], 2, doc="m = ∂out/∂input (transposed convolution)")
+
+
+def _one_operand_only(op: tf.Operation, varying: tuple[bool, ...]):
+    if varying[0] and varying[1]:
+        return Refusal(f"both operands of {op.type} vary with the explained inputs (a bilinear product)")
+    return KEEP
+
+
+for _op_type in ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"):
+    register_rule(_op_type, "linear", plan=_one_operand_only, doc="m = ∂out/∂in with the other operand constant")
+
+
+def _einsum_plan(op: tf.Operation, varying: tuple[bool, ...]):
+    if sum(varying) > 1:
+        return Refusal("more than one einsum operand varies with the explained inputs (a multilinear product)")
+    return KEEP
+
+
+register_rule("Einsum", "linear", plan=_einsum_plan, doc="m = ∂out/∂in with the other operands constant")
+
+
+def _inference_batch_norm(op: tf.Operation):
+    if op.get_attr("is_training"):
+        return f"{op.type} computes its own batch moments (is_training=True), which is not linear"
+    return None
+
+
+_register(["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"], 0, when=_inference_batch_norm,
+          doc="m = scale / sqrt(var + eps) (inference statistics)")
+
+
+def _float_cast(op: tf.Operation):
+    if not (op.inputs[0].dtype.is_floating and op.outputs[0].dtype.is_floating):
+        return f"it casts {op.inputs[0].dtype.name} to {op.outputs[0].dtype.name}, which is not differentiable"
+    return None
+
+
+_register(["Cast"], 0, when=_float_cast, doc="m = 1 (float to float)")
+
+
+def _pass_through(op: tf.Operation, *grads):
+    """m = 1 for every input: the forward value is the identity."""
+    return list(grads)
+
+
+# tf.custom_gradient wraps its forward ops in an IdentityN whose gradient skips them; the
+# forward ops carry the rules, so the gradient must flow through the IdentityN unchanged.
+# stop_gradient is the identity in the forward function that is being explained.
+for _op_type in ("IdentityN", "StopGradient", "PreventGradient"):
+    register_rule(_op_type, "linear", gradient=_pass_through, doc="m = 1 (identity in the forward pass)")

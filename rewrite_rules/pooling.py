@@ -1,0 +1,111 @@
+"""Max pooling and max/min reductions: the cross-max rule.
+
+Credit goes to the argmax of whichever of ``x`` and ``r`` holds the larger max ``M``:
+with ``i`` that position, ``m_i = (Mx − Mr) / (x_i − r_i)`` and every other ``m`` is 0. Since
+``|x_i − r_i| ≥ |Mx − Mr|``, ``m_i`` lies in [0, 1] and ``Σ m·Δ = ΔM`` exactly. A minimum is
+a maximum of the negation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfshap.pair import both, halves, ratio
+from tfshap.registry import KEEP, Refusal, gradient_name, register_gradient, register_rule
+
+
+def _cross_max_multiplier(mx, mr, x_at, r_at):
+    """m at the chosen position: ΔM / Δx there; 1 where both are equal (the true gradient)."""
+    delta_at = x_at - r_at
+    return ratio(mx - mr, delta_at, tf.equal(delta_at, 0), tf.ones_like(delta_at))
+
+
+def _reduced_axes(op: tf.Operation) -> list[int] | None:
+    axes = tf.get_static_value(op.inputs[1])
+    rank = op.inputs[0].shape.rank
+    if axes is None or rank is None:
+        return None
+    return sorted({int(a) % rank for a in np.atleast_1d(axes)})
+
+
+def _reduction_plan(name: str):
+    def plan(op: tf.Operation, varying):
+        if varying[1]:
+            return Refusal("its reduction axes vary with the explained inputs")
+        axes = _reduced_axes(op)
+        if axes is None:
+            return Refusal("its reduction axes or its input rank are not known when tracing")
+        if 0 in axes:
+            return Refusal("it reduces over the batch axis, which mixes samples with references")
+        return name
+
+    return plan
+
+
+def reduce_max(op: tf.Operation, grad: tf.Tensor):
+    """Cross-max over the reduced axes: m = (Mx − Mr) / (x_i − r_i) at the argmax i of the larger max."""
+    sign = -1.0 if op.type == "Min" else 1.0
+    paired = sign * op.inputs[0]
+    rank = paired.shape.rank
+    axes = _reduced_axes(op)
+    kept = [a for a in range(rank) if a not in axes]
+    perm = kept + axes
+    moved = tf.transpose(paired, perm)
+    moved_shape = tf.shape(moved)
+    flat = tf.reshape(moved, tf.concat([moved_shape[: len(kept)], [-1]], 0))
+    x, r = halves(flat)
+    arg_x, arg_r = tf.argmax(x, -1), tf.argmax(r, -1)
+    mx, mr = tf.reduce_max(x, -1), tf.reduce_max(r, -1)
+    chosen = tf.where(mx >= mr, arg_x, arg_r)
+    x_at = tf.gather(x, chosen, batch_dims=len(kept))
+    r_at = tf.gather(r, chosen, batch_dims=len(kept))
+    m = _cross_max_multiplier(mx, mr, x_at, r_at)
+    g = tf.reshape(grad, tf.shape(both(m)))
+    scattered = tf.one_hot(both(chosen), tf.shape(flat)[-1], dtype=grad.dtype) * (both(m) * g)[..., None]
+    unmoved = tf.transpose(tf.reshape(scattered, moved_shape), np.argsort(perm))
+    return [unmoved, None]
+
+
+def max_pool(op: tf.Operation, grad: tf.Tensor):
+    """Cross-max per window: m = (Mx − Mr) / (x_i − r_i) at the argmax i of the larger window max."""
+    nchw = op.get_attr("data_format") == b"NCHW"
+    ksize, strides = list(op.get_attr("ksize")), list(op.get_attr("strides"))
+    paired, pooled, g = op.inputs[0], op.outputs[0], grad
+    if nchw:
+        to_nhwc = lambda t: tf.transpose(t, [0, 2, 3, 1])  # noqa: E731
+        paired, pooled, g = to_nhwc(paired), to_nhwc(pooled), to_nhwc(g)
+        ksize, strides = [ksize[i] for i in (0, 2, 3, 1)], [strides[i] for i in (0, 2, 3, 1)]
+    padding = op.get_attr("padding").decode()
+    x, r = halves(paired)
+    mx, mr = halves(pooled)
+    gx, gr = halves(g)
+    pool = lambda t: tf.nn.max_pool_with_argmax(t, ksize, strides, padding, include_batch_in_index=True)[1]  # noqa: E731
+    chosen = tf.where(mx >= mr, pool(x), pool(r))
+    x_flat, r_flat = tf.reshape(x, [-1]), tf.reshape(r, [-1])
+    m = _cross_max_multiplier(mx, mr, tf.gather(x_flat, chosen), tf.gather(r_flat, chosen))
+    size = tf.size(x, out_type=chosen.dtype)
+    scatter = lambda v: tf.reshape(  # noqa: E731
+        tf.math.unsorted_segment_sum(tf.reshape(v * m, [-1]), tf.reshape(chosen, [-1]), size), tf.shape(x)
+    )
+    result = tf.concat([scatter(gx), scatter(gr)], 0)
+    if nchw:
+        result = tf.transpose(result, [0, 3, 1, 2])
+    return [result]
+
+
+def _max_pool_plan(name: str):
+    def plan(op: tf.Operation, varying):
+        if op.get_attr("padding") not in (b"SAME", b"VALID"):
+            return Refusal("it uses explicit padding")
+        return name
+
+    return plan
+
+
+for _op_type in ("Max", "Min"):
+    _name = register_gradient(gradient_name("crossmax", _op_type), reduce_max)
+    register_rule(_op_type, "crossmax", plan=_reduction_plan(_name), doc=reduce_max.__doc__.strip())
+
+_name = register_gradient(gradient_name("crossmax", "MaxPool"), max_pool)
+register_rule("MaxPool", "crossmax", plan=_max_pool_plan(_name), doc=max_pool.__doc__.strip())

@@ -1,0 +1,40 @@
+"""The result of an explanation: a small dataclass of numpy arrays (API.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Attributions:
+    """``values``: ``(n, *input_shape, n_outputs)`` per input (a list for several inputs);
+    ``base_values``: ``(n_outputs,)``; ``outputs``: ``(n, n_outputs)``;
+    ``additivity_error``: ``max |sum(values) + base_values - outputs|``."""
+
+    values: np.ndarray | list[np.ndarray]
+    base_values: np.ndarray
+    outputs: np.ndarray
+    additivity_error: float
+    data: np.ndarray | list[np.ndarray] | None = field(default=None, repr=False)
+    output_indices: np.ndarray | None = field(default=None, repr=False)
+
+    def to_shap(self):
+        """A ``shap.Explanation`` (for shap's plots); needs shap installed. Several inputs give a list."""
+        try:
+            import shap
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("Attributions.to_shap() needs shap: pip install shap") from exc
+        values = self.values if isinstance(self.values, list) else [self.values]
+        data = self.data if isinstance(self.data, list) else [self.data]
+        n = len(self.outputs)
+        base = np.broadcast_to(self.base_values, (n, len(self.base_values)))
+        explanations = [shap.Explanation(values=v, base_values=base, data=d) for v, d in zip(values, data)]
+        return explanations if isinstance(self.values, list) else explanations[0]
+
+
+def summed(values: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """Sum of the attributions over every input dimension: ``(n, n_outputs)``."""
+    values = values if isinstance(values, list) else [values]
+    return sum(v.reshape(v.shape[0], -1, v.shape[-1]).sum(axis=1, dtype=np.float64) for v in values)

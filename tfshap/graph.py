@@ -1,0 +1,43 @@
+"""Walking a traced graph: which tensors vary with the explained inputs, which reach the output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import tensorflow as tf
+
+from .registry import STRUCTURAL_OPS
+
+
+def reapply(op: tf.Operation, *inputs: tf.Tensor) -> tf.Tensor:
+    """Run ``op``'s computation again on new inputs, with the same attributes (via ``tf.raw_ops``)."""
+    fn = getattr(tf.raw_ops, op.type)
+    input_args = op.op_def.input_arg
+    kwargs = {arg.name: t for arg, t in zip(input_args, inputs)}
+    inferred = {a for arg in input_args for a in (arg.type_attr, arg.number_attr, arg.type_list_attr) if a}
+    for attr in op.op_def.attr:
+        if attr.name not in inferred:
+            kwargs[attr.name] = op.get_attr(attr.name)
+    out = fn(**kwargs)
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def varying_tensors(ops: Iterable[tf.Operation], sources: Sequence[tf.Tensor], blocked: Sequence[tf.Tensor] = ()) -> set:
+    """Refs of the tensors computed from ``sources`` (in topological ``ops``), never through ``blocked``."""
+    varying = {t.ref() for t in sources}
+    blocked_refs = {t.ref() for t in blocked}
+    for op in ops:
+        if op.type in STRUCTURAL_OPS:
+            continue
+        if any(t.ref() in varying for t in op.inputs):
+            varying.update(t.ref() for t in op.outputs if t.ref() not in blocked_refs)
+    return varying
+
+
+def reaching_tensors(ops: Sequence[tf.Operation], targets: Sequence[tf.Tensor]) -> set:
+    """Refs of the tensors that ``targets`` are computed from (``ops`` in topological order)."""
+    reaching = {t.ref() for t in targets}
+    for op in reversed(list(ops)):
+        if any(t.ref() in reaching for t in op.outputs):
+            reaching.update(t.ref() for t in op.inputs)
+    return reaching

@@ -1,0 +1,90 @@
+"""The pass: give every op on the path from the explained inputs to the output its rule."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import tensorflow as tf
+
+from . import _tf_private, registry
+from .errors import UnsupportedOpError
+from .graph import reaching_tensors, varying_tensors
+from .pair import mark_varying
+
+
+@dataclass
+class RewriteReport:
+    """What the pass did: how many ops each (family, op type) rule treated."""
+
+    used: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        return ", ".join(f"{op_type} ({family}) ×{n}" for (family, op_type), n in sorted(self.used.items()))
+
+
+def rewrite(
+    ops: Sequence[tf.Operation],
+    sources: Sequence[tf.Tensor],
+    targets: Sequence[tf.Tensor],
+    layer_of: Callable[[str], str | None] = lambda name: None,
+) -> RewriteReport:
+    """Install rules on ``ops`` (topologically ordered) for explaining ``targets`` by ``sources``.
+
+    Raises :class:`UnsupportedOpError` naming every op type on the path without an exact
+    treatment, before anything runs.
+    """
+    varying = varying_tensors(ops, sources)
+    reaching = reaching_tensors(ops, targets)
+    report = RewriteReport()
+    problems: dict[str, list[tuple[tf.Operation, str]]] = defaultdict(list)
+    for op in ops:
+        flags = tuple(t.ref() in varying for t in op.inputs)
+        if not any(flags) or not any(t.ref() in reaching for t in op.outputs):
+            continue
+        if op.type in registry.STRUCTURAL_OPS:
+            continue
+        rule = registry.lookup(op.type)
+        if rule is None:
+            problems[op.type].append((op, "no rule is registered"))
+            continue
+        decision = rule.plan(op, flags)
+        if isinstance(decision, registry.Refusal):
+            problems[op.type].append((op, decision.reason))
+            continue
+        if decision is not registry.KEEP:
+            mark_varying(op, flags)
+            _tf_private.override_gradient(op, decision)
+        report.used[(rule.family, op.type)] += 1
+    if problems:
+        raise UnsupportedOpError(_describe(problems, layer_of))
+    return report
+
+
+def _describe(problems: dict[str, list[tuple[tf.Operation, str]]], layer_of) -> str:
+    lines = [
+        f"tfshap has no exact rule for {len(problems)} op type(s) on the path from the explained "
+        "inputs to the output (nothing was run, and nothing falls back to the plain gradient):"
+    ]
+    for op_type, found in sorted(problems.items()):
+        op, reason = found[0]
+        layer = layer_of(op.name)
+        where = f" in layer {layer!r}" if layer else ""
+        count = f"{len(found)} op" + ("s" if len(found) != 1 else "")
+        lines.append(f"  - {op_type}: {count}, e.g. {op.name!r}{where}: {reason}")
+    lines.append(registry.HOW_TO_REGISTER)
+    return "\n".join(lines)
+
+
+def layer_lookup(layer_names: Iterable[str]) -> Callable[[str], str | None]:
+    """Map an op name to the innermost Keras layer whose name scope it was created in."""
+    names = set(layer_names)
+
+    def layer_of(op_name: str) -> str | None:
+        for part in reversed(op_name.split("/")[:-1]):
+            if part in names:
+                return part
+        return None
+
+    return layer_of

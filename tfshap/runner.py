@@ -1,0 +1,155 @@
+"""Pairs, chunks, one tf.function for every output, the mean over the background."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import CompileError
+from .graph import varying_tensors
+from .rewrite import RewriteReport, layer_lookup, rewrite
+from .trace import Traced
+
+_MAX_PAIRS_PER_CHUNK = 8192
+_MIN_PAIRS_PER_CHUNK = 16
+
+
+class Program:
+    """The rewritten graph: for a chunk of (sample, background row) pairs, the summed ``m · Δ``.
+
+    ``chunk(samples, background, sample_index, background_index, output_index)`` returns, for
+    each attributed tensor, ``(n_samples, *shape, k)``: the sum over the chunk's pairs of each
+    sample of ``m · (x − r)`` for the ``k`` outputs named per sample by ``output_index``.
+    """
+
+    def __init__(self, traced: Traced, jit_compile: bool):
+        self.traced = traced
+        self.jit_compile = jit_compile
+        self.report: RewriteReport | None = None
+        self.activation_bytes_per_row = 0
+        self._layer_of = layer_lookup(traced.layer_names)
+        self._chunk_fns: dict[int, object] = {}
+        specs = traced.input_specs
+        self.forward = tf.function(
+            lambda inputs: traced.call(list(inputs))[0],
+            input_signature=[[tf.TensorSpec(s.shape, s.dtype) for s in specs]],
+            jit_compile=jit_compile,
+            autograph=False,
+        )
+
+    def chunk(self, k: int):
+        """The concrete chunk function explaining ``k`` outputs per sample (traced once per k)."""
+        if k not in self._chunk_fns:
+            self._chunk_fns[k] = self._trace_chunk(k)
+        return self._chunk_fns[k]
+
+    def _trace_chunk(self, k: int):
+        specs = self.traced.input_specs
+        sample_specs = [tf.TensorSpec(s.shape, s.dtype) for s in specs]
+
+        def chunk(samples, background, sample_index, background_index, output_index):
+            x = [tf.gather(s, sample_index) for s in samples]
+            r = [tf.gather(b, background_index) for b in background]
+            paired = [tf.concat([xi, ri], 0) for xi, ri in zip(x, r)]
+            graph = tf.compat.v1.get_default_graph()
+            first = len(graph.get_operations())
+            y, attributed = self.traced.call(paired)
+            ops = graph.get_operations()[first:]
+            sources = paired if attributed is None else attributed
+            if attributed is not None:
+                self._check_attributed_layer_cuts(ops, paired, attributed, y)
+            self.report = rewrite(ops, sources, [y], self._layer_of)
+            self.activation_bytes_per_row = _activation_bytes_per_row(ops, sources)
+            n_pairs = tf.shape(sample_index)[0]
+            outputs = tf.gather(output_index, sample_index)
+            deltas = [s[:n_pairs] - s[n_pairs:] for s in sources]
+            per_source = [[] for _ in sources]
+            for j in range(k):
+                target = tf.gather(y[:n_pairs], outputs[:, j], batch_dims=1)
+                grads = tf.gradients(target, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                for i, grad in enumerate(grads):
+                    per_source[i].append(grad[:n_pairs] * deltas[i])
+            n_samples = tf.shape(samples[0])[0]
+            return [tf.math.unsorted_segment_sum(tf.stack(v, -1), sample_index, n_samples) for v in per_source]
+
+        fn = tf.function(chunk, jit_compile=self.jit_compile, autograph=False)
+        return fn.get_concrete_function(
+            sample_specs,
+            sample_specs,
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None, k], tf.int32),
+        )
+
+    def _check_attributed_layer_cuts(self, ops, paired, attributed, y):
+        bypass = varying_tensors(ops, paired, blocked=attributed)
+        if y.ref() in bypass:
+            raise CompileError(
+                f"the output depends on the model inputs other than through layer "
+                f"{self.traced.attributed_layer!r}, so attributions to that layer cannot add up; "
+                "choose a layer that every path from the inputs to the output goes through"
+            )
+
+
+def _activation_bytes_per_row(ops, sources) -> int:
+    varying = varying_tensors(ops, sources)
+    total = 0
+    for op in ops:
+        for t in op.outputs:
+            if t.ref() in varying and t.dtype.is_floating and t.shape.rank:
+                dims = t.shape[1:]
+                if dims.is_fully_defined():
+                    total += int(np.prod(dims)) * t.dtype.size
+    return total
+
+
+def default_batch_size(program: Program, k: int, attributed_elements: int) -> int:
+    """Pairs per chunk from the memory this process may use (a quarter of what is available, at most 4 GiB)."""
+    budget = min(_available_memory() // 4, 4 << 30)
+    if tf.config.list_physical_devices("GPU"):
+        budget = min(budget, 2 << 30)
+    per_pair = 2 * program.activation_bytes_per_row * (2 + min(k, 4)) + 8 * attributed_elements * k
+    pairs = budget // max(per_pair, 1)
+    return int(np.clip(pairs, _MIN_PAIRS_PER_CHUNK, _MAX_PAIRS_PER_CHUNK))
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def run_pairs(
+    chunk_fn,
+    samples: Sequence[np.ndarray],
+    background: Sequence[tf.Tensor],
+    output_index: np.ndarray,
+    batch_size: int,
+) -> list[np.ndarray]:
+    """Mean over the background of ``m · (x − r)`` for every sample, chunked by pairs."""
+    n, k_background = len(samples[0]), int(background[0].shape[0])
+    total_pairs = n * k_background
+    sums = None
+    for start in range(0, total_pairs, batch_size):
+        pairs = np.arange(start, min(start + batch_size, total_pairs))
+        sample_index, background_index = pairs // k_background, pairs % k_background
+        first, last = int(sample_index[0]), int(sample_index[-1]) + 1
+        result = chunk_fn(
+            [tf.convert_to_tensor(s[first:last]) for s in samples],
+            list(background),
+            tf.convert_to_tensor(sample_index - first, tf.int32),
+            tf.convert_to_tensor(background_index, tf.int32),
+            tf.convert_to_tensor(output_index[first:last], tf.int32),
+        )
+        if sums is None:
+            sums = [np.zeros((n, *r.shape[1:]), np.float64) for r in result]
+        for total, part in zip(sums, result):
+            total[first:last] += part.numpy()
+    return [s / k_background for s in sums]

@@ -1,0 +1,184 @@
+"""Model forms → one function from (paired) model inputs to the flattened explained output."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import CompileError
+
+
+@dataclass
+class Traced:
+    """The explained function.
+
+    ``call(inputs)`` takes one tensor per model input and returns ``(y, attributed)``:
+    ``y`` is ``(batch, n_outputs)``; ``attributed`` is the list of tensors to attribute to
+    (a layer's output for ``inputs=``) or None for the model inputs themselves.
+    """
+
+    call: Callable[[list[tf.Tensor]], tuple[tf.Tensor, list[tf.Tensor] | None]]
+    input_specs: list[tf.TensorSpec]
+    layer_names: list[str]
+    keras: str
+    attributed_layer: str | None = None
+
+
+def _flavour(obj) -> str | None:
+    """'tf_keras' (Keras 2), 'keras' (Keras 3), or None for anything else."""
+    for cls in type(obj).__mro__:
+        module = cls.__module__ or ""
+        if module.startswith("tf_keras"):
+            return "tf_keras"
+        if module.startswith("keras"):
+            return "keras"
+    return None
+
+
+def _keras_module(flavour: str):
+    if flavour == "tf_keras":
+        import tf_keras
+
+        return tf_keras
+    import keras
+
+    return keras
+
+
+def load_model(path: str | os.PathLike, *, safe_mode: bool = True):
+    """Load a ``.keras``/``.h5`` file or a SavedModel directory, refusing arbitrary code unless ``safe_mode=False``."""
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"no model at {str(path)!r}: expected a .keras or .h5 file or a SavedModel directory")
+    errors = []
+    if p.is_dir():
+        loaders = [("tf_keras", lambda: _keras_module("tf_keras").models.load_model(p, compile=False, safe_mode=safe_mode))]
+    elif p.suffix in (".keras", ".h5", ".hdf5"):
+        loaders = [
+            ("keras", lambda: _keras_module("keras").saving.load_model(p, compile=False, safe_mode=safe_mode)),
+            ("tf_keras", lambda: _keras_module("tf_keras").models.load_model(p, compile=False, safe_mode=safe_mode)),
+        ]
+    else:
+        raise ValueError(f"cannot load {str(path)!r}: expected a .keras or .h5 file or a SavedModel directory")
+    for name, load in loaders:
+        try:
+            return load()
+        except Exception as exc:  # noqa: BLE001 - each Keras tries in turn; all errors are reported below
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    raise ValueError(f"could not load the model at {str(path)!r}:\n  " + "\n  ".join(errors))
+
+
+def resolve_model(model):
+    """A Keras model (either Keras) from any model form that API.md accepts."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    if isinstance(model, (tuple, list)) and len(model) == 2:
+        inputs, outputs = model
+        flat = tf.nest.flatten(inputs) + tf.nest.flatten(outputs)
+        flavours = {_flavour(t) for t in flat}
+        if len(flavours) == 1 and None not in flavours and all(type(t).__name__ == "KerasTensor" for t in flat):
+            return _keras_module(flavours.pop()).Model(inputs, outputs)
+        raise ValueError(
+            "a model pair must be (inputs, outputs) of Keras symbolic tensors from one Keras, "
+            "e.g. (model.layers[0].input, model.layers[-1].output)"
+        )
+    if _flavour(model) is not None and hasattr(model, "layers") and callable(model):
+        return model
+    raise ValueError(
+        "model must be a Keras model (tf_keras or Keras 3), an (inputs, outputs) pair of Keras "
+        f"tensors, or a path to a saved model; got {type(model).__name__}"
+    )
+
+
+def _layer_names(model) -> list[str]:
+    names, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        names.append(layer.name)
+        stack.extend(getattr(layer, "layers", None) or [])
+        inner = getattr(layer, "layer", None) or getattr(layer, "forward_layer", None)
+        if inner is not None:
+            stack.append(inner)
+    return names
+
+
+def _symbolic_inputs(model) -> list | None:
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return list(inputs) if inputs else None
+
+
+def _specs(model, background: Sequence[np.ndarray] | None) -> list[tf.TensorSpec]:
+    inputs = _symbolic_inputs(model)
+    if inputs is not None:
+        return [tf.TensorSpec([None, *t.shape[1:]], tf.as_dtype(t.dtype)) for t in inputs]
+    if background is None:
+        raise ValueError("cannot tell the input shapes of this subclassed model without background data")
+    floatx = _keras_module(_flavour(model)).backend.floatx()
+    specs = []
+    for b in background:
+        dtype = tf.as_dtype(b.dtype) if np.issubdtype(b.dtype, np.floating) else tf.as_dtype(floatx)
+        specs.append(tf.TensorSpec([None, *b.shape[1:]], dtype))
+    return specs
+
+
+def _layer(model, name: str, what: str):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        names = [layer.name for layer in model.layers]
+        raise ValueError(f"{what}={name!r} is not a layer of this model; its layers are {names}") from None
+
+
+def flatten_outputs(outputs) -> tf.Tensor:
+    """Concatenate every output, each flattened to ``(batch, -1)``."""
+    flat = [tf.reshape(o, [tf.shape(o)[0], -1]) for o in tf.nest.flatten(outputs)]
+    flat = [tf.cast(o, flat[0].dtype) for o in flat]
+    return flat[0] if len(flat) == 1 else tf.concat(flat, axis=1)
+
+
+def trace(model, background=None, *, output: str | None = None, inputs: str | None = None) -> Traced:
+    """Resolve ``model`` and describe the function to explain."""
+    model = resolve_model(model)
+    flavour = _flavour(model)
+    specs = _specs(model, background)
+    symbolic = _symbolic_inputs(model)
+    if (output is not None or inputs is not None) and symbolic is None:
+        raise ValueError(
+            "output= and inputs= take a layer name of a functional or Sequential model built with "
+            "an Input; this model has no symbolic inputs (subclassed?)"
+        )
+    Model = _keras_module(flavour).Model
+    explained = model
+    if output is not None:
+        explained = Model(symbolic, _layer(model, output, "output").output)
+    attributed_layer = None
+    if inputs is not None:
+        attributed_layer = _layer(model, inputs, "inputs")
+        explained = Model(symbolic, [attributed_layer.output, *tf.nest.flatten(explained.outputs)])
+
+    def call(tensors: list[tf.Tensor]):
+        args = tensors[0] if len(tensors) == 1 else list(tensors)
+        out = explained(args, training=False)
+        if attributed_layer is None:
+            return flatten_outputs(out), None
+        out = tf.nest.flatten(out)
+        return flatten_outputs(out[1:]), [out[0]]
+
+    return Traced(
+        call=call,
+        input_specs=specs,
+        layer_names=_layer_names(model),
+        keras=flavour,
+        attributed_layer=None if attributed_layer is None else attributed_layer.name,
+    )
+
+
+__all__ = ["Traced", "trace", "load_model", "resolve_model", "flatten_outputs", "CompileError"]
