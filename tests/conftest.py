@@ -1,0 +1,45 @@
+"""Shared fixtures: both Kerases, float64 models, quiet TensorFlow logs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def _kerases():
+    import keras
+    import tf_keras
+
+    return {"tf_keras": tf_keras, "keras3": keras}
+
+
+@pytest.fixture(params=["tf_keras", "keras3"])
+def K(request):
+    """Each Keras in turn (Keras 2 from tf_keras, Keras 3), with floatx restored afterwards."""
+    module = _kerases()[request.param]
+    before = module.backend.floatx()
+    yield module
+    module.backend.set_floatx(before)
+
+
+@pytest.fixture
+def K64(K):
+    """Each Keras in turn, building float64 models."""
+    K.backend.set_floatx("float64")
+    yield K
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_names():
+    yield
+    tf.keras.backend.clear_session() if hasattr(tf.keras.backend, "clear_session") else None
