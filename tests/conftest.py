@@ -8,7 +8,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 
 def _kerases():
@@ -37,9 +36,3 @@ def K64(K):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_keras_names():
-    yield
-    tf.keras.backend.clear_session() if hasattr(tf.keras.backend, "clear_session") else None
