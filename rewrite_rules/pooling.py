@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfshap.pair import both, halves, ratio
-from tfshap.registry import KEEP, Refusal, gradient_name, register_gradient, register_rule
+from tfshap.registry import Refusal, gradient_name, register_gradient, register_rule
 
 
 def _cross_max_multiplier(mx, mr, x_at, r_at):
@@ -67,31 +67,38 @@ def reduce_max(op: tf.Operation, grad: tf.Tensor):
     return [unmoved, None]
 
 
+_POOL_ROUTE_AND_PICK = {
+    # route: send a per-window value to the argmax of orig_input; pick: read a tensor at that argmax.
+    "MaxPool": (tf.raw_ops.MaxPoolGrad, tf.raw_ops.MaxPoolGradGrad),
+    "MaxPool3D": (tf.raw_ops.MaxPool3DGrad, tf.raw_ops.MaxPool3DGradGrad),
+}
+
+
 def max_pool(op: tf.Operation, grad: tf.Tensor):
     """Cross-max per window: m = (Mx − Mr) / (x_i − r_i) at the argmax i of the larger window max."""
-    nchw = op.get_attr("data_format") == b"NCHW"
-    ksize, strides = list(op.get_attr("ksize")), list(op.get_attr("strides"))
-    paired, pooled, g = op.inputs[0], op.outputs[0], grad
-    if nchw:
-        to_nhwc = lambda t: tf.transpose(t, [0, 2, 3, 1])  # noqa: E731
-        paired, pooled, g = to_nhwc(paired), to_nhwc(pooled), to_nhwc(g)
-        ksize, strides = [ksize[i] for i in (0, 2, 3, 1)], [strides[i] for i in (0, 2, 3, 1)]
-    padding = op.get_attr("padding").decode()
-    x, r = halves(paired)
-    mx, mr = halves(pooled)
-    gx, gr = halves(g)
-    pool = lambda t: tf.nn.max_pool_with_argmax(t, ksize, strides, padding, include_batch_in_index=True)[1]  # noqa: E731
-    chosen = tf.where(mx >= mr, pool(x), pool(r))
-    x_flat, r_flat = tf.reshape(x, [-1]), tf.reshape(r, [-1])
-    m = _cross_max_multiplier(mx, mr, tf.gather(x_flat, chosen), tf.gather(r_flat, chosen))
-    size = tf.size(x, out_type=chosen.dtype)
-    scatter = lambda v: tf.reshape(  # noqa: E731
-        tf.math.unsorted_segment_sum(tf.reshape(v * m, [-1]), tf.reshape(chosen, [-1]), size), tf.shape(x)
+    route, pick = _POOL_ROUTE_AND_PICK[op.type]
+    attrs = {name: op.get_attr(name) for name in ("ksize", "strides")}
+    attrs.update({name: op.get_attr(name).decode() for name in ("padding", "data_format")})
+    x, r = halves(op.inputs[0])
+    mx, mr = halves(op.outputs[0])
+    x_wins = mx >= mr
+    r_at_argmax_x = pick(orig_input=x, orig_output=mx, grad=r, **attrs)
+    x_at_argmax_r = pick(orig_input=r, orig_output=mr, grad=x, **attrs)
+    m = tf.where(
+        x_wins,
+        _cross_max_multiplier(mx, mr, mx, r_at_argmax_x),
+        _cross_max_multiplier(mx, mr, x_at_argmax_r, mr),
     )
-    result = tf.concat([scatter(gx), scatter(gr)], 0)
-    if nchw:
-        result = tf.transpose(result, [0, 3, 1, 2])
-    return [result]
+    zeros = tf.zeros_like(m)
+
+    def back(g):
+        credit = g * m
+        to_x = route(orig_input=x, orig_output=mx, grad=tf.where(x_wins, credit, zeros), **attrs)
+        to_r = route(orig_input=r, orig_output=mr, grad=tf.where(x_wins, zeros, credit), **attrs)
+        return to_x + to_r
+
+    gx, gr = halves(grad)
+    return [tf.concat([back(gx), back(gr)], 0)]
 
 
 def _max_pool_plan(name: str):
@@ -107,5 +114,6 @@ for _op_type in ("Max", "Min"):
     _name = register_gradient(gradient_name("crossmax", _op_type), reduce_max)
     register_rule(_op_type, "crossmax", plan=_reduction_plan(_name), doc=reduce_max.__doc__.strip())
 
-_name = register_gradient(gradient_name("crossmax", "MaxPool"), max_pool)
-register_rule("MaxPool", "crossmax", plan=_max_pool_plan(_name), doc=max_pool.__doc__.strip())
+for _op_type in _POOL_ROUTE_AND_PICK:
+    _name = register_gradient(gradient_name("crossmax", _op_type), max_pool)
+    register_rule(_op_type, "crossmax", plan=_max_pool_plan(_name), doc=max_pool.__doc__.strip())

@@ -21,15 +21,21 @@ def _kerases():
 def K(request):
     """Each Keras in turn (Keras 2 from tf_keras, Keras 3), with floatx restored afterwards."""
     module = _kerases()[request.param]
-    before = module.backend.floatx()
+    floatx = module.backend.floatx()
+    # Keras 3 caches its global dtype policy from floatx; set_floatx alone does not undo it.
+    policy = module.config.dtype_policy().name if request.param == "keras3" else None
     yield module
-    module.backend.set_floatx(before)
+    module.backend.set_floatx(floatx)
+    if policy is not None:
+        module.config.set_dtype_policy(policy)
 
 
 @pytest.fixture
 def K64(K):
     """Each Keras in turn, building float64 models."""
     K.backend.set_floatx("float64")
+    if hasattr(K, "config") and hasattr(K.config, "set_dtype_policy"):
+        K.config.set_dtype_policy("float64")
     yield K
 
 
