@@ -1,0 +1,443 @@
+"""The case table of the rule contract: for every registered op type, how to build it.
+
+A case's ``build(*paired)`` receives one paired tensor per varying input (foreground rows
+then reference rows, batch axis first) and returns the output tensor, or a list of them,
+with the batch axis first. Constants come from :func:`const`, seeded, in the inputs'
+dtype, so that the float32 and float64 graphs and the eager reference see the same
+weights. ``expect`` is what the rule's plan must answer for the op: ``"keep"`` (TensorFlow's
+gradient, linear) or ``"tfshap"`` (a tfshap gradient installed on the op).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+#: Foreground rows per case; the paired batch has twice as many.
+N = 3
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A varying input: its shape without the batch axis, and the domain its values come from."""
+
+    shape: tuple[int, ...]
+    domain: str = "normal"
+
+
+@dataclass(frozen=True)
+class Case:
+    op_type: str
+    name: str
+    build: Callable
+    args: tuple[Arg, ...]
+    expect: str
+    #: Builds the same function with TensorFlow's true gradient (for ``x == r``) where
+    #: ``build`` itself has none (stop_gradient is the identity of the forward function).
+    twin: Callable | None = None
+    dtypes: tuple[str, ...] = ("float64", "float32")
+    #: False for an op that reorders rows (within each half): then only the total sums.
+    rowwise: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"{self.op_type}-{self.name}"
+
+
+def const(like: tf.Tensor, shape, seed: int, low: float = -1.0, high: float = 1.0) -> tf.Tensor:
+    """A seeded constant of ``shape`` in ``like``'s dtype (the same values in every trace)."""
+    values = np.random.default_rng(seed).uniform(low, high, shape)
+    return tf.constant(values, like.dtype)
+
+
+def batch_shape(x: tf.Tensor, *rest: int) -> tf.Tensor:
+    """``[batch, *rest]`` as a tensor; the batch size comes from a Shape op, which never varies."""
+    return tf.concat([tf.shape(x)[:1], tf.constant(rest, tf.int32)], 0)
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+def sample(args: tuple[Arg, ...], seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Foreground and reference values (float64) for each varying input, from its domain."""
+    rng = np.random.default_rng(seed)
+    xs, rs = [], []
+    for arg in args:
+        both = _domain(arg.domain, (2 * N, *arg.shape), rng)
+        xs.append(both[:N])
+        rs.append(both[N:])
+    return xs, rs
+
+
+def _domain(domain: str, shape, rng) -> np.ndarray:
+    if domain == "normal":
+        return rng.normal(size=shape)
+    if domain == "positive":  # Log, Sqrt, Rsqrt, Reciprocal, Pow's base
+        return rng.uniform(0.5, 2.0, shape)
+    if domain == "unit":  # Tan and friends: well inside (-π/2, π/2)
+        return rng.uniform(-1.2, 1.2, shape)
+    if domain == "wide":  # Relu6 on both sides of 0 and 6
+        return rng.uniform(-3.0, 9.0, shape)
+    if domain == "nonzero":  # denominators
+        return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape)
+    if domain == "some_zero":  # DivNoNan denominators, about a third of them exactly 0
+        values = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape)
+        return np.where(rng.uniform(size=shape) < 0.35, 0.0, values)
+    if domain == "distinct":
+        # No two values equal, foreground and reference together, spaced far beyond
+        # float32 rounding: max, min and pooling have no ties to break.
+        size = int(np.prod(shape))
+        grid = (rng.permutation(size) + 0.5) / size * 4.0 - 2.0
+        return grid.reshape(shape)
+    raise ValueError(f"unknown domain {domain!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# the table
+
+CASES: list[Case] = []
+
+
+def case(op_type, name, build, *args, expect="keep", **kwargs) -> None:
+    args = tuple(a if isinstance(a, Arg) else Arg(tuple(a)) for a in args)
+    CASES.append(Case(op_type, name, build, args, expect, **kwargs))
+
+
+def A(*shape: int, domain: str = "normal") -> Arg:
+    return Arg(tuple(shape), domain)
+
+
+# --- linear: every input --------------------------------------------------------------
+case("Identity", "identity", lambda x: tf.identity(x), A(3))
+case("Snapshot", "snapshot", lambda x: tf.raw_ops.Snapshot(input=x), A(3))
+case("EnsureShape", "ensure_shape", lambda x: tf.ensure_shape(x, [None, 2, 3]), A(2, 3))
+case("CheckNumerics", "check_numerics", lambda x: tf.debugging.check_numerics(x, "bad"), A(3))
+case("AddV2", "both", lambda x, y: x + y, A(3), A(3))
+case("AddV2", "bcast n3 n1", lambda x, y: x + y, A(3), A(1))
+case("AddV2", "bcast n3 const3", lambda x: x + const(x, [3], 1), A(3))
+case("Add", "both", lambda x, y: tf.raw_ops.Add(x=x, y=y), A(3), A(3))
+case("Sub", "both", lambda x, y: x - y, A(3), A(3))
+case("Sub", "bcast n1 n3", lambda x, y: x - y, A(1), A(3))
+case("Sub", "const minus x", lambda x: const(x, [1, 3], 2) - x, A(3))
+case("Neg", "neg", lambda x: -x, A(3))
+case("AddN", "three", lambda x, y: tf.add_n([x, y, x]), A(3), A(3))
+case("BiasAdd", "nhwc", lambda x: tf.nn.bias_add(x, const(x, [3], 3)), A(2, 3))
+case("BiasAddV1", "v1", lambda x: tf.raw_ops.BiasAddV1(value=x, bias=const(x, [3], 4)), A(3))
+case("Sum", "axis 1", lambda x: tf.reduce_sum(x, 1), A(3, 4))
+case("Sum", "axes 1 2 keepdims", lambda x: tf.reduce_sum(x, [1, 2], keepdims=True), A(3, 4))
+case("Mean", "axis -1", lambda x: tf.reduce_mean(x, -1), A(3, 4))
+case("Cumsum", "exclusive reverse", lambda x: tf.cumsum(x, 1, exclusive=True, reverse=True), A(4))
+case("ConcatV2", "both", lambda x, y: tf.concat([x, y], 1), A(3), A(2))
+case("ConcatV2", "with const", lambda x: tf.concat([const(x, [N * 2, 2], 5), x], 1), A(3))
+case("Pack", "axis 1", lambda x, y: tf.stack([x, y], 1), A(3), A(3))
+case("Unpack", "axis 1", lambda x: tf.unstack(x, axis=1), A(3, 2))
+case("Tile", "columns", lambda x: tf.tile(x, [1, 2]), A(3))
+case("BroadcastTo", "n1 to n3", lambda x: tf.broadcast_to(x, batch_shape(x, 3)), A(1))
+case("AvgPool", "2x2 valid", lambda x: tf.nn.avg_pool2d(x, 2, 2, "VALID"), A(4, 4, 2))
+case("AvgPool", "3x3 same", lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME"), A(5, 5, 2))
+case("AvgPool3D", "2 valid", lambda x: tf.nn.avg_pool3d(x, 2, 2, "VALID"), A(4, 4, 4, 1))
+
+# --- linear: the data input -----------------------------------------------------------
+case("Reshape", "flatten", lambda x: tf.reshape(x, [-1, 6]), A(2, 3))
+case("ExpandDims", "axis -1", lambda x: tf.expand_dims(x, -1), A(3))
+case("Squeeze", "axis 2", lambda x: tf.squeeze(x, 2), A(3, 1))
+case("Transpose", "0 2 1", lambda x: tf.transpose(x, [0, 2, 1]), A(2, 3))
+case("Slice", "columns", lambda x: tf.slice(x, [0, 1], [-1, 2]), A(4))
+case("StridedSlice", "reversed step", lambda x: x[:, ::-2, 1:], A(4, 3))
+case("Pad", "columns", lambda x: tf.pad(x, [[0, 0], [1, 2]]), A(3))
+case("PadV2", "constant value", lambda x: tf.pad(x, [[0, 0], [2, 1]], constant_values=0.5), A(3))
+case("MirrorPad", "reflect", lambda x: tf.pad(x, [[0, 0], [2, 1]], mode="REFLECT"), A(4))
+case("MirrorPad", "symmetric", lambda x: tf.pad(x, [[0, 0], [1, 0], [0, 2]], mode="SYMMETRIC"), A(3, 3))
+case("ReverseV2", "axis 1", lambda x: tf.reverse(x, [1]), A(4))
+case("DepthToSpace", "block 2", lambda x: tf.nn.depth_to_space(x, 2), A(2, 2, 4))
+case("SpaceToDepth", "block 2", lambda x: tf.nn.space_to_depth(x, 2), A(4, 4, 2))
+case(
+    "ResizeNearestNeighbor",
+    "3 to 5",
+    lambda x: tf.raw_ops.ResizeNearestNeighbor(images=x, size=[5, 5], half_pixel_centers=True),
+    A(3, 3, 2),
+)
+case(
+    "ResizeBilinear",
+    "3 to 5",
+    lambda x: tf.raw_ops.ResizeBilinear(images=x, size=[5, 5], half_pixel_centers=True),
+    A(3, 3, 2),
+)
+case(
+    "ExtractImagePatches",
+    "2x2",
+    lambda x: tf.image.extract_patches(x, [1, 2, 2, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"),
+    A(3, 3, 2),
+)
+case(
+    "ExtractVolumePatches",
+    "2x2x2",
+    lambda x: tf.extract_volume_patches(x, [1, 2, 2, 2, 1], [1, 1, 1, 1, 1], "VALID"),
+    A(3, 3, 3, 1),
+)
+
+
+def _gather_rows(x):
+    # Gather (v1) takes rows: reorder each half the same way, so pairs stay pairs.
+    n = x.shape[0] // 2
+    order = np.array([2, 0, 1])[:n]
+    return tf.raw_ops.Gather(params=x, indices=tf.constant(np.concatenate([order, order + n]), tf.int32))
+
+
+def _gather_nd(x):
+    # One column per row, the same for a row's foreground and its reference.
+    rows = x.shape[0]
+    columns = np.tile(np.array([3, 0, 2])[: rows // 2], 2)
+    indices = np.stack([np.arange(rows), columns], -1)
+    return tf.raw_ops.GatherNd(params=x, indices=tf.constant(indices, tf.int32))
+
+
+case("Gather", "rows within halves", _gather_rows, A(3), rowwise=False)
+case("GatherV2", "axis 1", lambda x: tf.gather(x, [2, 0, 1, 1], axis=1), A(3))
+case("GatherV2", "batch_dims 1", lambda x: tf.gather(x, tf.zeros([N * 2, 2], tf.int32) + [1, 2], axis=1, batch_dims=1), A(3, 2))
+case("GatherNd", "row and column", _gather_nd, A(4, 2))
+case("Split", "two", lambda x: tf.split(x, 2, axis=1), A(4))
+case("SplitV", "1 and 3", lambda x: tf.split(x, [1, 3], axis=1), A(4))
+
+
+def _condition(x):
+    return tf.broadcast_to(tf.constant([True, False, True]), tf.shape(x))
+
+
+case("Select", "constant condition", lambda x, y: tf.raw_ops.Select(condition=_condition(x), t=x, e=y), A(3), A(3))
+case("SelectV2", "constant condition", lambda x, y: tf.where([True, False, True], x, y), A(3), A(3))
+case("SelectV2", "one varying", lambda x: tf.where([False, True, True], x, const(x, [3], 6)), A(3))
+
+# --- linear: one operand constant -----------------------------------------------------
+case("Conv2D", "3x3 same", lambda x: tf.nn.conv2d(x, const(x, [3, 3, 2, 4], 7), 1, "SAME"), A(5, 5, 2))
+case("Conv2D", "2x2 stride 2 valid", lambda x: tf.nn.conv2d(x, const(x, [2, 2, 2, 3], 8), 2, "VALID"), A(5, 5, 2))
+case("Conv3D", "2x2x2 same", lambda x: tf.nn.conv3d(x, const(x, [2, 2, 2, 1, 2], 9), [1] * 5, "SAME"), A(3, 3, 3, 1))
+case(
+    "DepthwiseConv2dNative",
+    "3x3 multiplier 2",
+    lambda x: tf.nn.depthwise_conv2d(x, const(x, [3, 3, 2, 2], 10), [1, 1, 1, 1], "SAME"),
+    A(4, 4, 2),
+)
+case(
+    "Conv2DBackpropInput",
+    "transpose stride 2",
+    lambda x: tf.nn.conv2d_transpose(x, const(x, [3, 3, 2, 4], 11), batch_shape(x, 6, 6, 2), 2, "SAME"),
+    A(3, 3, 4),
+)
+case(
+    "Conv3DBackpropInputV2",
+    "transpose stride 2",
+    lambda x: tf.nn.conv3d_transpose(x, const(x, [2, 2, 2, 1, 2], 12), batch_shape(x, 4, 4, 4, 1), [1, 2, 2, 2, 1], "SAME"),
+    A(2, 2, 2, 2),
+)
+case("MatMul", "x W", lambda x: tf.matmul(x, const(x, [4, 3], 13)), A(4))
+case("MatMul", "x W^T", lambda x: tf.matmul(x, const(x, [3, 4], 14), transpose_b=True), A(4))
+
+
+def _batch_constant(x, shape, seed):
+    return tf.broadcast_to(const(x, shape, seed), batch_shape(x, *shape))
+
+
+case("BatchMatMul", "v1", lambda x: tf.raw_ops.BatchMatMul(x=x, y=_batch_constant(x, [4, 2], 15)), A(3, 4))
+case("BatchMatMulV2", "x W", lambda x: tf.matmul(x, const(x, [4, 2], 16)), A(3, 4))
+case("BatchMatMulV2", "W x", lambda x: tf.matmul(const(x, [3, 3], 17), x), A(3, 4))
+case("BatchMatMulV3", "x W", lambda x: tf.raw_ops.BatchMatMulV3(x=x, y=const(x, [4, 2], 18), Tout=x.dtype), A(3, 4))
+case("Einsum", "nij,jk", lambda x: tf.einsum("nij,jk->nik", x, const(x, [4, 2], 19)), A(3, 4))
+case("Einsum", "jk,nij", lambda x: tf.einsum("jk,nij->nki", const(x, [4, 2], 20), x), A(3, 4))
+
+
+def _batch_norm(version):
+    def build(x):
+        args = dict(
+            x=x,
+            scale=const(x, [3], 21, 0.5, 2.0),
+            offset=const(x, [3], 22),
+            mean=const(x, [3], 23),
+            variance=const(x, [3], 24, 0.5, 2.0),
+            epsilon=1e-3,
+            is_training=False,
+        )
+        return getattr(tf.raw_ops, version)(**args)[0]
+
+    return build
+
+
+# The fused batch norm kernels take float32 (or half) only.
+for _version in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"):
+    case(_version, "inference", _batch_norm(_version), A(2, 2, 3), dtypes=("float32",))
+
+case("Cast", "to float64", lambda x: tf.raw_ops.Cast(x=x, DstT=tf.float64), A(3))
+
+# --- linear: the identity in the forward pass, with a tfshap pass-through gradient ------
+case("IdentityN", "two tensors", lambda x, y: tf.identity_n([x, y]), A(3), A(2), expect="tfshap")
+# tf.nn.silu is a tf.custom_gradient: Sigmoid and Mul inside an IdentityN whose captured
+# gradient skips them; the pass-through sends the multipliers through their rules.
+case("IdentityN", "silu custom_gradient", lambda x: tf.nn.silu(x), A(3), expect="tfshap")
+case("StopGradient", "identity forward", lambda x: tf.stop_gradient(x), A(3), expect="tfshap", twin=tf.identity)
+case(
+    "PreventGradient",
+    "identity forward",
+    lambda x: tf.raw_ops.PreventGradient(input=x),
+    A(3),
+    expect="tfshap",
+    twin=tf.identity,
+)
+
+# --- rescale: unary elementwise -------------------------------------------------------
+_UNARY = {
+    "Relu": (tf.nn.relu, "normal"),
+    "Relu6": (tf.nn.relu6, "wide"),
+    "LeakyRelu": (lambda x: tf.nn.leaky_relu(x, 0.2), "normal"),
+    "Elu": (tf.nn.elu, "normal"),
+    "Selu": (tf.nn.selu, "normal"),
+    "Sigmoid": (tf.sigmoid, "normal"),
+    "Tanh": (tf.tanh, "normal"),
+    "Softplus": (tf.nn.softplus, "normal"),
+    "Softsign": (tf.nn.softsign, "normal"),
+    "Exp": (tf.exp, "normal"),
+    "Expm1": (tf.math.expm1, "normal"),
+    "Log": (tf.math.log, "positive"),
+    "Log1p": (tf.math.log1p, "positive"),
+    "Sqrt": (tf.sqrt, "positive"),
+    "Rsqrt": (tf.math.rsqrt, "positive"),
+    "Square": (tf.square, "normal"),
+    "Abs": (tf.abs, "normal"),
+    "Erf": (tf.math.erf, "normal"),
+    "Erfc": (tf.math.erfc, "normal"),
+    "Reciprocal": (tf.math.reciprocal, "positive"),
+    "Inv": (lambda x: tf.raw_ops.Inv(x=x), "nonzero"),
+    "Sin": (tf.sin, "normal"),
+    "Cos": (tf.cos, "normal"),
+    "Tan": (tf.tan, "unit"),
+    "Atan": (tf.atan, "normal"),
+    "Asinh": (tf.asinh, "normal"),
+    "Sinh": (tf.sinh, "normal"),
+    "Cosh": (tf.cosh, "normal"),
+    "Sign": (tf.sign, "normal"),
+    "Floor": (lambda x: tf.floor(2 * x), "normal"),
+    "Ceil": (lambda x: tf.math.ceil(2 * x), "normal"),
+    "Round": (lambda x: tf.round(2 * x), "normal"),
+}
+for _op_type, (_fn, _domain_name) in _UNARY.items():
+    case(_op_type, _domain_name, _fn, A(2, 3, domain=_domain_name), expect="tfshap")
+
+# --- two-player Shapley: binary elementwise ---------------------------------------------
+case("Mul", "both", lambda x, y: x * y, A(3), A(3), expect="tfshap")
+case("Mul", "bcast n3 n1", lambda x, y: x * y, A(3), A(1), expect="tfshap")
+case("Mul", "bcast n1 n3", lambda x, y: x * y, A(1), A(3), expect="tfshap")
+case("Mul", "square x*x", lambda x: x * x, A(3), expect="tfshap")
+case("Mul", "const n3 x 3", lambda x: x * const(x, [3], 25), A(3))
+case("Mul", "const 1 x n3", lambda x: const(x, [1, 3], 26) * x, A(3))
+case("RealDiv", "both", lambda x, y: x / y, A(3), A(3, domain="positive"), expect="tfshap")
+case("RealDiv", "bcast n3 n1", lambda x, y: x / y, A(3), A(1, domain="nonzero"), expect="tfshap")
+case("RealDiv", "const denominator", lambda x: x / const(x, [3], 27, 0.5, 2.0), A(3))
+case("RealDiv", "const numerator", lambda y: const(y, [3], 28) / y, A(3, domain="nonzero"), expect="tfshap")
+case("Div", "both", lambda x, y: tf.raw_ops.Div(x=x, y=y), A(3), A(3, domain="nonzero"), expect="tfshap")
+case("Div", "const denominator", lambda x: tf.raw_ops.Div(x=x, y=const(x, [3], 29, 0.5, 2.0)), A(3))
+case("DivNoNan", "both, zeros", lambda x, y: tf.math.divide_no_nan(x, y), A(3), A(3, domain="some_zero"), expect="tfshap")
+case("DivNoNan", "const denominator", lambda x: tf.math.divide_no_nan(x, const(x, [3], 30, 0.5, 2.0)), A(3))
+case(
+    "DivNoNan",
+    "const numerator",
+    lambda y: tf.math.divide_no_nan(const(y, [3], 31), y),
+    A(3, domain="some_zero"),
+    expect="tfshap",
+)
+case("Maximum", "both", tf.maximum, A(3), A(3), expect="tfshap")
+case("Maximum", "bcast n3 n1", tf.maximum, A(3), A(1), expect="tfshap")
+case("Maximum", "relu-like const", lambda x: tf.maximum(x, tf.constant(0.1, x.dtype)), A(3), expect="tfshap")
+case("Minimum", "both", tf.minimum, A(3), A(3), expect="tfshap")
+case("Minimum", "const 3", lambda x: tf.minimum(const(x, [3], 32), x), A(3), expect="tfshap")
+case("SquaredDifference", "both", tf.math.squared_difference, A(3), A(3), expect="tfshap")
+case(
+    "SquaredDifference",
+    "bcast n3 3",
+    lambda x: tf.math.squared_difference(x, const(x, [3], 33)),
+    A(3),
+    expect="tfshap",
+)
+case("Pow", "both", tf.pow, A(3, domain="positive"), A(3), expect="tfshap")
+case("Pow", "const exponent", lambda x: tf.pow(x, tf.constant(3.0, x.dtype)), A(3), expect="tfshap")
+case("Pow", "const base", lambda y: tf.pow(tf.constant(1.7, y.dtype), y), A(3), expect="tfshap")
+case("Atan2", "both", tf.atan2, A(3), A(3), expect="tfshap")
+case("Atan2", "bcast n3 n1", tf.atan2, A(3), A(1, domain="positive"), expect="tfshap")
+
+# --- cross-max: max pooling and max/min reductions -----------------------------------
+_D = "distinct"
+case("Max", "axis 1", lambda x: tf.reduce_max(x, 1), A(3, 4, domain=_D), expect="tfshap")
+case("Max", "axes 1 2", lambda x: tf.reduce_max(x, [1, 2]), A(3, 4, domain=_D), expect="tfshap")
+case("Max", "axis -1 keepdims", lambda x: tf.reduce_max(x, -1, keepdims=True), A(3, 4, domain=_D), expect="tfshap")
+case("Min", "axis 1", lambda x: tf.reduce_min(x, 1), A(3, 4, domain=_D), expect="tfshap")
+case("Min", "axes 2 1 keepdims", lambda x: tf.reduce_min(x, [2, 1], keepdims=True), A(3, 4, domain=_D), expect="tfshap")
+case("MaxPool", "2x2 valid", lambda x: tf.nn.max_pool2d(x, 2, 2, "VALID"), A(4, 4, 2, domain=_D), expect="tfshap")
+case("MaxPool", "3x3 stride 2 same", lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME"), A(5, 5, 2, domain=_D), expect="tfshap")
+case("MaxPool", "2x1 overlapping", lambda x: tf.nn.max_pool2d(x, [2, 1], 1, "VALID"), A(3, 2, 1, domain=_D), expect="tfshap")
+
+# --- softmax ----------------------------------------------------------------------
+case("Softmax", "n5", tf.nn.softmax, A(5), expect="tfshap")
+case("Softmax", "n2x4", tf.nn.softmax, A(2, 4), expect="tfshap")
+case("LogSoftmax", "n5", tf.nn.log_softmax, A(5), expect="tfshap")
+case("LogSoftmax", "n2x4", tf.nn.log_softmax, A(2, 4), expect="tfshap")
+
+
+# ---------------------------------------------------------------------------------------
+# refusals: ops whose use here has no exact treatment must fail to compile, naming the op
+
+
+@dataclass(frozen=True)
+class Refused:
+    name: str
+    build: Callable
+    args: tuple[Arg, ...]
+    #: Every one of these op types must be named in the error message.
+    op_types: tuple[str, ...]
+    #: A fragment of the reason that must appear too.
+    reason: str = ""
+
+
+REFUSALS: list[Refused] = []
+
+
+def refused(name, build, args, op_types, reason=""):
+    REFUSALS.append(Refused(name, build, tuple(args), tuple(op_types), reason))
+
+
+refused("Conv2D varying filter", lambda x, f: tf.nn.conv2d(x, f[0], 1, "SAME"), [A(3, 3, 2), A(2, 2, 2, 2)], ["Conv2D"], "filter")
+refused(
+    "FusedBatchNormV3 is_training",
+    lambda x: tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=tf.ones([3], x.dtype),
+        offset=tf.zeros([3], x.dtype),
+        mean=tf.zeros([0], x.dtype),
+        variance=tf.zeros([0], x.dtype),
+        is_training=True,
+    )[0],
+    [A(2, 2, 3)],
+    ["FusedBatchNormV3"],
+    "is_training",
+)
+refused("Max over the batch axis", lambda x: tf.reduce_max(x, 0), [A(3)], ["Max"], "batch axis")
+refused("Min over every axis", lambda x: tf.reduce_min(x), [A(3)], ["Min"], "batch axis")
+refused("Cast float to int", lambda x: tf.cast(tf.cast(x, tf.int32), x.dtype), [A(3)], ["Cast"], "int32")
+refused("MatMul both varying", lambda x, y: tf.matmul(x, y, transpose_b=True), [A(3), A(3)], ["MatMul"], "bilinear")
+refused("BatchMatMulV2 both varying", lambda x, y: tf.matmul(x, y), [A(2, 3), A(3, 2)], ["BatchMatMulV2"], "both operands")
+refused("Einsum both varying", lambda x, y: tf.einsum("ni,ni->n", x, y), [A(3), A(3)], ["Einsum"], "more than one")
+refused(
+    "Select varying condition",
+    lambda x, y: tf.where(x > y, x, y),
+    [A(3), A(3)],
+    ["Greater"],
+    "no rule is registered",
+)
+refused(
+    "two unknown op types at once",
+    lambda x: tf.math.cumprod(x, 1) + tf.math.erfinv(tf.tanh(x)),
+    [A(3)],
+    ["Cumprod", "Erfinv"],
+    "no rule is registered",
+)
