@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfshap.graph import batch_axis_refusal
 from tfshap.registry import KEEP, Refusal, register_rule
 
 
@@ -39,9 +40,8 @@ def _register(op_types, *indices, when=None, doc="m = ∂out/∂in (linear)"):
 # Linear in every input.
 _register(
     [
-        "Identity", "Snapshot", "EnsureShape", "CheckNumerics",
+        "Identity", "EnsureShape", "CheckNumerics",
         "AddV2", "Add", "Sub", "Neg", "AddN", "BiasAdd", "BiasAddV1",
-        "Sum", "Mean", "Cumsum",
         "ConcatV2", "Pack", "Unpack", "Tile", "BroadcastTo",
         "AvgPool", "AvgPool3D",
     ]
@@ -56,6 +56,10 @@ _register(
     ],
     0,
 )
+
+
+# Linear in the data input, along axes other than the batch axis.
+_register(["Sum", "Mean", "Cumsum"], 0, when=batch_axis_refusal)
 _register(["PadV2"], 0, 2)
 _register(["Split"], 1)
 _register(["SplitV"], 0)
@@ -110,6 +114,7 @@ def _pass_through(op: tf.Operation, *grads):
 
 # tf.custom_gradient wraps its forward ops in an IdentityN whose gradient skips them; the
 # forward ops carry the rules, so the gradient must flow through the IdentityN unchanged.
-# stop_gradient is the identity in the forward function that is being explained.
-for _op_type in ("IdentityN", "StopGradient", "PreventGradient"):
+# stop_gradient is the identity in the forward function that is being explained. Snapshot
+# is the identity too, and TensorFlow registers no gradient for it.
+for _op_type in ("IdentityN", "StopGradient", "PreventGradient", "Snapshot"):
     register_rule(_op_type, "linear", gradient=_pass_through, doc="m = 1 (identity in the forward pass)")

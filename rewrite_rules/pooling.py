@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfshap.graph import batch_axis_refusal, reduced_axes
 from tfshap.pair import both, halves, ratio
 from tfshap.registry import Refusal, gradient_name, register_gradient, register_rule
 
@@ -21,24 +22,12 @@ def _cross_max_multiplier(mx, mr, x_at, r_at):
     return ratio(mx - mr, delta_at, tf.equal(delta_at, 0), tf.ones_like(delta_at))
 
 
-def _reduced_axes(op: tf.Operation) -> list[int] | None:
-    axes = tf.get_static_value(op.inputs[1])
-    rank = op.inputs[0].shape.rank
-    if axes is None or rank is None:
-        return None
-    return sorted({int(a) % rank for a in np.atleast_1d(axes)})
-
-
 def _reduction_plan(name: str):
     def plan(op: tf.Operation, varying):
         if varying[1]:
             return Refusal("its reduction axes vary with the explained inputs")
-        axes = _reduced_axes(op)
-        if axes is None:
-            return Refusal("its reduction axes or its input rank are not known when tracing")
-        if 0 in axes:
-            return Refusal("it reduces over the batch axis, which mixes samples with references")
-        return name
+        reason = batch_axis_refusal(op)
+        return Refusal(reason) if reason else name
 
     return plan
 
@@ -48,7 +37,7 @@ def reduce_max(op: tf.Operation, grad: tf.Tensor):
     sign = -1.0 if op.type == "Min" else 1.0
     paired = sign * op.inputs[0]
     rank = paired.shape.rank
-    axes = _reduced_axes(op)
+    axes = reduced_axes(op)
     kept = [a for a in range(rank) if a not in axes]
     perm = kept + axes
     moved = tf.transpose(paired, perm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from .registry import STRUCTURAL_OPS
@@ -41,3 +42,22 @@ def reaching_tensors(ops: Sequence[tf.Operation], targets: Sequence[tf.Tensor]) 
         if any(t.ref() in reaching for t in op.outputs):
             reaching.update(t.ref() for t in op.inputs)
     return reaching
+
+
+def reduced_axes(op: tf.Operation) -> list[int] | None:
+    """The non-negative axes a reduction ``op(input, axes)`` reduces, or None when not static."""
+    axes = tf.get_static_value(op.inputs[1])
+    rank = op.inputs[0].shape.rank
+    if axes is None or rank is None:
+        return None
+    return sorted({int(a) % rank for a in np.atleast_1d(axes)})
+
+
+def batch_axis_refusal(op: tf.Operation) -> str | None:
+    """Why a reduction cannot be treated pair by pair, or None when it keeps the batch axis."""
+    axes = reduced_axes(op)
+    if axes is None:
+        return "its reduction axes or its input rank are not known when tracing"
+    if 0 in axes:
+        return "it reduces over the batch axis, which mixes samples with references"
+    return None

@@ -54,9 +54,9 @@ def close(x: tf.Tensor, r: tf.Tensor) -> tf.Tensor:
 
 
 def _eps(dtype: tf.DType) -> float:
-    import numpy as np
+    import ml_dtypes  # a TensorFlow dependency; its finfo knows bfloat16, which numpy's does not
 
-    return float(np.finfo(dtype.as_numpy_dtype).eps)
+    return float(ml_dtypes.finfo(dtype.as_numpy_dtype).eps)
 
 
 def ratio(numerator: tf.Tensor, delta: tf.Tensor, is_close: tf.Tensor, fallback: tf.Tensor) -> tf.Tensor:

@@ -70,7 +70,8 @@ class Program:
                 target = tf.gather(y[:n_pairs], outputs[:, j], batch_dims=1)
                 grads = tf.gradients(target, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                 for i, grad in enumerate(grads):
-                    per_source[i].append(grad[:n_pairs] * deltas[i])
+                    # a source feeding a gather gets IndexedSlices
+                    per_source[i].append(tf.convert_to_tensor(grad)[:n_pairs] * deltas[i])
             n_samples = tf.shape(samples[0])[0]
             return [tf.math.unsorted_segment_sum(tf.stack(v, -1), sample_index, n_samples) for v in per_source]
 

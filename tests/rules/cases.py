@@ -41,6 +41,8 @@ class Case:
     dtypes: tuple[str, ...] = ("float64", "float32")
     #: False for an op that reorders rows (within each half): then only the total sums.
     rowwise: bool = True
+    #: Nondecreasing in every input: the multipliers of the sum of the outputs are >= 0.
+    monotone: bool = False
 
     @property
     def id(self) -> str:
@@ -56,6 +58,11 @@ def const(like: tf.Tensor, shape, seed: int, low: float = -1.0, high: float = 1.
 def batch_shape(x: tf.Tensor, *rest: int) -> tf.Tensor:
     """``[batch, *rest]`` as a tensor; the batch size comes from a Shape op, which never varies."""
     return tf.concat([tf.shape(x)[:1], tf.constant(rest, tf.int32)], 0)
+
+
+def _batch_constant(x, shape, seed):
+    """A seeded constant repeated for every row (the same in both halves of the pair)."""
+    return tf.broadcast_to(const(x, shape, seed), batch_shape(x, *shape))
 
 
 # ---------------------------------------------------------------------------------------
@@ -113,7 +120,6 @@ def A(*shape: int, domain: str = "normal") -> Arg:
 
 # --- linear: every input --------------------------------------------------------------
 case("Identity", "identity", lambda x: tf.identity(x), A(3))
-case("Snapshot", "snapshot", lambda x: tf.raw_ops.Snapshot(input=x), A(3))
 case("EnsureShape", "ensure_shape", lambda x: tf.ensure_shape(x, [None, 2, 3]), A(2, 3))
 case("CheckNumerics", "check_numerics", lambda x: tf.debugging.check_numerics(x, "bad"), A(3))
 case("AddV2", "both", lambda x, y: x + y, A(3), A(3))
@@ -130,16 +136,17 @@ case("BiasAddV1", "v1", lambda x: tf.raw_ops.BiasAddV1(value=x, bias=const(x, [3
 case("Sum", "axis 1", lambda x: tf.reduce_sum(x, 1), A(3, 4))
 case("Sum", "axes 1 2 keepdims", lambda x: tf.reduce_sum(x, [1, 2], keepdims=True), A(3, 4))
 case("Mean", "axis -1", lambda x: tf.reduce_mean(x, -1), A(3, 4))
+case("Sum", "no axes", lambda x: tf.reduce_sum(x, []), A(3))
 case("Cumsum", "exclusive reverse", lambda x: tf.cumsum(x, 1, exclusive=True, reverse=True), A(4))
 case("ConcatV2", "both", lambda x, y: tf.concat([x, y], 1), A(3), A(2))
-case("ConcatV2", "with const", lambda x: tf.concat([const(x, [N * 2, 2], 5), x], 1), A(3))
+case("ConcatV2", "with const", lambda x: tf.concat([_batch_constant(x, [2], 5), x], 1), A(3))
 case("Pack", "axis 1", lambda x, y: tf.stack([x, y], 1), A(3), A(3))
 case("Unpack", "axis 1", lambda x: tf.unstack(x, axis=1), A(3, 2))
 case("Tile", "columns", lambda x: tf.tile(x, [1, 2]), A(3))
 case("BroadcastTo", "n1 to n3", lambda x: tf.broadcast_to(x, batch_shape(x, 3)), A(1))
 case("AvgPool", "2x2 valid", lambda x: tf.nn.avg_pool2d(x, 2, 2, "VALID"), A(4, 4, 2))
 case("AvgPool", "3x3 same", lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME"), A(5, 5, 2))
-case("AvgPool3D", "2 valid", lambda x: tf.nn.avg_pool3d(x, 2, 2, "VALID"), A(4, 4, 4, 1))
+case("AvgPool3D", "2 valid", lambda x: tf.nn.avg_pool3d(x, 2, 2, "VALID"), A(4, 4, 4, 1), dtypes=("float32",))
 
 # --- linear: the data input -----------------------------------------------------------
 case("Reshape", "flatten", lambda x: tf.reshape(x, [-1, 6]), A(2, 3))
@@ -208,7 +215,7 @@ def _condition(x):
     return tf.broadcast_to(tf.constant([True, False, True]), tf.shape(x))
 
 
-case("Select", "constant condition", lambda x, y: tf.raw_ops.Select(condition=_condition(x), t=x, e=y), A(3), A(3))
+case("Select", "constant condition", lambda x, y: tf.raw_ops.Select(condition=_condition(x), x=x, y=y), A(3), A(3))
 case("SelectV2", "constant condition", lambda x, y: tf.where([True, False, True], x, y), A(3), A(3))
 case("SelectV2", "one varying", lambda x: tf.where([False, True, True], x, const(x, [3], 6)), A(3))
 
@@ -236,10 +243,6 @@ case(
 )
 case("MatMul", "x W", lambda x: tf.matmul(x, const(x, [4, 3], 13)), A(4))
 case("MatMul", "x W^T", lambda x: tf.matmul(x, const(x, [3, 4], 14), transpose_b=True), A(4))
-
-
-def _batch_constant(x, shape, seed):
-    return tf.broadcast_to(const(x, shape, seed), batch_shape(x, *shape))
 
 
 case("BatchMatMul", "v1", lambda x: tf.raw_ops.BatchMatMul(x=x, y=_batch_constant(x, [4, 2], 15)), A(3, 4))
@@ -278,6 +281,7 @@ case("IdentityN", "two tensors", lambda x, y: tf.identity_n([x, y]), A(3), A(2),
 # gradient skips them; the pass-through sends the multipliers through their rules.
 case("IdentityN", "silu custom_gradient", lambda x: tf.nn.silu(x), A(3), expect="tfshap")
 case("StopGradient", "identity forward", lambda x: tf.stop_gradient(x), A(3), expect="tfshap", twin=tf.identity)
+case("Snapshot", "identity forward", lambda x: tf.raw_ops.Snapshot(input=x), A(3), expect="tfshap", twin=tf.identity)
 case(
     "PreventGradient",
     "identity forward",
@@ -322,8 +326,12 @@ _UNARY = {
     "Ceil": (lambda x: tf.math.ceil(2 * x), "normal"),
     "Round": (lambda x: tf.round(2 * x), "normal"),
 }
+_INCREASING = {
+    "Relu", "Relu6", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Exp", "Expm1",
+    "Log", "Log1p", "Sqrt", "Erf", "Atan", "Asinh", "Sinh", "Sign", "Floor", "Ceil", "Round",
+}
 for _op_type, (_fn, _domain_name) in _UNARY.items():
-    case(_op_type, _domain_name, _fn, A(2, 3, domain=_domain_name), expect="tfshap")
+    case(_op_type, _domain_name, _fn, A(2, 3, domain=_domain_name), expect="tfshap", monotone=_op_type in _INCREASING)
 
 # --- two-player Shapley: binary elementwise ---------------------------------------------
 case("Mul", "both", lambda x, y: x * y, A(3), A(3), expect="tfshap")
@@ -347,11 +355,11 @@ case(
     A(3, domain="some_zero"),
     expect="tfshap",
 )
-case("Maximum", "both", tf.maximum, A(3), A(3), expect="tfshap")
-case("Maximum", "bcast n3 n1", tf.maximum, A(3), A(1), expect="tfshap")
-case("Maximum", "relu-like const", lambda x: tf.maximum(x, tf.constant(0.1, x.dtype)), A(3), expect="tfshap")
-case("Minimum", "both", tf.minimum, A(3), A(3), expect="tfshap")
-case("Minimum", "const 3", lambda x: tf.minimum(const(x, [3], 32), x), A(3), expect="tfshap")
+case("Maximum", "both", tf.maximum, A(3), A(3), expect="tfshap", monotone=True)
+case("Maximum", "bcast n3 n1", tf.maximum, A(3), A(1), expect="tfshap", monotone=True)
+case("Maximum", "relu-like const", lambda x: tf.maximum(x, tf.constant(0.1, x.dtype)), A(3), expect="tfshap", monotone=True)
+case("Minimum", "both", tf.minimum, A(3), A(3), expect="tfshap", monotone=True)
+case("Minimum", "const 3", lambda x: tf.minimum(const(x, [3], 32), x), A(3), expect="tfshap", monotone=True)
 case("SquaredDifference", "both", tf.math.squared_difference, A(3), A(3), expect="tfshap")
 case(
     "SquaredDifference",
@@ -368,14 +376,18 @@ case("Atan2", "bcast n3 n1", tf.atan2, A(3), A(1, domain="positive"), expect="tf
 
 # --- cross-max: max pooling and max/min reductions -----------------------------------
 _D = "distinct"
-case("Max", "axis 1", lambda x: tf.reduce_max(x, 1), A(3, 4, domain=_D), expect="tfshap")
-case("Max", "axes 1 2", lambda x: tf.reduce_max(x, [1, 2]), A(3, 4, domain=_D), expect="tfshap")
-case("Max", "axis -1 keepdims", lambda x: tf.reduce_max(x, -1, keepdims=True), A(3, 4, domain=_D), expect="tfshap")
-case("Min", "axis 1", lambda x: tf.reduce_min(x, 1), A(3, 4, domain=_D), expect="tfshap")
-case("Min", "axes 2 1 keepdims", lambda x: tf.reduce_min(x, [2, 1], keepdims=True), A(3, 4, domain=_D), expect="tfshap")
-case("MaxPool", "2x2 valid", lambda x: tf.nn.max_pool2d(x, 2, 2, "VALID"), A(4, 4, 2, domain=_D), expect="tfshap")
-case("MaxPool", "3x3 stride 2 same", lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME"), A(5, 5, 2, domain=_D), expect="tfshap")
-case("MaxPool", "2x1 overlapping", lambda x: tf.nn.max_pool2d(x, [2, 1], 1, "VALID"), A(3, 2, 1, domain=_D), expect="tfshap")
+_F32 = ("float32",)  # MaxPool3D has no float64 kernel
+case("Max", "axis 1", lambda x: tf.reduce_max(x, 1), A(3, 4, domain=_D), expect="tfshap", monotone=True)
+case("Max", "axes 1 2", lambda x: tf.reduce_max(x, [1, 2]), A(3, 4, domain=_D), expect="tfshap", monotone=True)
+case("Max", "axis -1 keepdims", lambda x: tf.reduce_max(x, -1, keepdims=True), A(3, 4, domain=_D), expect="tfshap", monotone=True)
+case("Max", "no axes", lambda x: tf.reduce_max(x, []), A(3, domain=_D), expect="tfshap", monotone=True)
+case("Min", "axis 1", lambda x: tf.reduce_min(x, 1), A(3, 4, domain=_D), expect="tfshap", monotone=True)
+case("Min", "axes 2 1 keepdims", lambda x: tf.reduce_min(x, [2, 1], keepdims=True), A(3, 4, domain=_D), expect="tfshap", monotone=True)
+case("MaxPool", "2x2 valid", lambda x: tf.nn.max_pool2d(x, 2, 2, "VALID"), A(4, 4, 2, domain=_D), expect="tfshap", monotone=True)
+case("MaxPool", "3x3 stride 2 same", lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME"), A(5, 5, 2, domain=_D), expect="tfshap", monotone=True)
+case("MaxPool", "2x1 overlapping", lambda x: tf.nn.max_pool2d(x, [2, 1], 1, "VALID"), A(3, 2, 1, domain=_D), expect="tfshap", monotone=True)
+case("MaxPool3D", "2 valid", lambda x: tf.nn.max_pool3d(x, 2, 2, "VALID"), A(4, 4, 2, 2, domain=_D), expect="tfshap", dtypes=_F32, monotone=True)
+case("MaxPool3D", "3 stride 2 same", lambda x: tf.nn.max_pool3d(x, 3, 2, "SAME"), A(3, 3, 3, 2, domain=_D), expect="tfshap", dtypes=_F32, monotone=True)
 
 # --- softmax ----------------------------------------------------------------------
 case("Softmax", "n5", tf.nn.softmax, A(5), expect="tfshap")
@@ -423,6 +435,18 @@ refused(
 )
 refused("Max over the batch axis", lambda x: tf.reduce_max(x, 0), [A(3)], ["Max"], "batch axis")
 refused("Min over every axis", lambda x: tf.reduce_min(x), [A(3)], ["Min"], "batch axis")
+refused("Sum over the batch axis", lambda x: tf.reduce_sum(x, 0), [A(3)], ["Sum"], "batch axis")
+refused("Mean over every axis", lambda x: tf.reduce_mean(x), [A(3)], ["Mean"], "batch axis")
+refused("Cumsum over the batch axis", lambda x: tf.cumsum(x, 0), [A(3)], ["Cumsum"], "batch axis")
+refused(
+    "MaxPool explicit padding",
+    lambda x: tf.raw_ops.MaxPool(
+        input=x, ksize=[1, 2, 2, 1], strides=[1, 1, 1, 1], padding="EXPLICIT", explicit_paddings=[0, 0, 1, 1, 1, 1, 0, 0]
+    ),
+    [A(3, 3, 1)],
+    ["MaxPool"],
+    "explicit padding",
+)
 refused("Cast float to int", lambda x: tf.cast(tf.cast(x, tf.int32), x.dtype), [A(3)], ["Cast"], "int32")
 refused("MatMul both varying", lambda x, y: tf.matmul(x, y, transpose_b=True), [A(3), A(3)], ["MatMul"], "bilinear")
 refused("BatchMatMulV2 both varying", lambda x, y: tf.matmul(x, y), [A(2, 3), A(3, 2)], ["BatchMatMulV2"], "both operands")
