@@ -106,35 +106,52 @@ def best_time(fn, repeats: int = 3) -> float:
 
 
 # -- the picture ---------------------------------------------------------------------------
-def plot_attributions(path, images, values, predicted, labels=None, title="tfshap DeepSHAP attributions"):
-    """A grid: one row per image; the image, then the attributions for each of the outputs.
+def plot_attributions(path, images, values, predicted, labels=None, title="tfshap DeepSHAP attributions", max_columns=10):
+    """A grid: one row per image; the image, then its attributions to the outputs.
 
-    ``images`` is ``(n, h, w[, 1])``; ``values`` is ``(n, h, w[, 1], n_outputs)``; the column of
-    the predicted output is framed. Red pushes the output up, blue down (one colour scale
-    per row, symmetric about zero).
+    ``images`` is ``(n, h, w[, c])``; ``values`` is ``(n, h, w[, c], n_outputs)`` (summed over
+    channels for the picture). With at most ``max_columns`` outputs every output gets a
+    column and the predicted one is framed; with more, each row shows the predicted output
+    then the next highest-attributed ones. Red pushes the output up, blue down (one colour
+    scale per row, symmetric about zero).
     """
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError('plotting needs matplotlib: python -m pip install -e ".[demo]"') from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images = np.asarray(images)
-    values = np.asarray(values)
+    images, values, predicted = np.asarray(images), np.asarray(values), np.asarray(predicted)
     n, n_outputs = len(images), values.shape[-1]
-    images = images.reshape(n, images.shape[1], images.shape[2], -1)[..., 0]
-    values = values.reshape(n, values.shape[1], values.shape[2], -1, n_outputs).sum(axis=3)
-    fig, axes = plt.subplots(n, n_outputs + 1, figsize=(1.1 * (n_outputs + 1), 1.15 * n + 0.6), squeeze=False)
+    h, w = images.shape[1], images.shape[2]
+    images = images.reshape(n, h, w, -1)
+    values = values.reshape(n, h, w, -1, n_outputs).sum(axis=3)
+    if n_outputs <= max_columns:
+        columns = np.tile(np.arange(n_outputs), (n, 1))
+    else:
+        strength = np.abs(values).reshape(n, -1, n_outputs).sum(axis=1)
+        strength[np.arange(n), predicted] = np.inf
+        columns = np.argsort(-strength, axis=1, kind="stable")[:, :max_columns]
+    width = columns.shape[1] + 1
+    fig, axes = plt.subplots(n, width, figsize=(1.2 * width, 1.3 * n + 0.5), squeeze=False, layout="constrained")
     for i in range(n):
         ax = axes[i, 0]
-        ax.imshow(images[i], cmap="gray_r")
-        label = f"pred {predicted[i]}" if labels is None else f"true {labels[i]} / pred {predicted[i]}"
-        ax.set_title(label, fontsize=7)
+        picture = images[i]
+        if picture.shape[-1] in (3, 4):
+            lo, hi = float(picture.min()), float(picture.max())
+            ax.imshow((picture - lo) / ((hi - lo) or 1.0))
+            background = picture[..., :3].mean(axis=-1)
+        else:
+            ax.imshow(picture[..., 0], cmap="gray_r")
+            background = picture[..., 0]
+        ax.set_title(f"pred {predicted[i]}" if labels is None else f"label {labels[i]}, pred {predicted[i]}", fontsize=7)
         lim = float(np.max(np.abs(values[i]))) or 1.0
-        for j in range(n_outputs):
-            ax = axes[i, j + 1]
-            ax.imshow(images[i], cmap="gray_r", alpha=0.25)
+        for c, j in enumerate(columns[i]):
+            ax = axes[i, c + 1]
+            ax.imshow(background, cmap="gray_r", alpha=0.25)
             ax.imshow(values[i, ..., j], cmap="bwr", vmin=-lim, vmax=lim, alpha=0.85)
-            if i == 0:
+            if i == 0 or n_outputs > max_columns:
                 ax.set_title(f"output {j}", fontsize=7)
             if j == predicted[i]:
                 for side in ax.spines.values():
@@ -144,7 +161,6 @@ def plot_attributions(path, images, values, predicted, labels=None, title="tfsha
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

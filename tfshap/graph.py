@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from . import _tf_private
 from .registry import STRUCTURAL_OPS
 
 
@@ -23,15 +24,27 @@ def reapply(op: tf.Operation, *inputs: tf.Tensor) -> tf.Tensor:
     return out[0] if isinstance(out, (list, tuple)) else out
 
 
+WHILE_OPS = frozenset({"While", "StatelessWhile"})
+
+
 def varying_tensors(ops: Iterable[tf.Operation], sources: Sequence[tf.Tensor], blocked: Sequence[tf.Tensor] = ()) -> set:
-    """Refs of the tensors computed from ``sources`` (in topological ``ops``), never through ``blocked``."""
+    """Refs of the tensors computed from ``sources`` (in topological ``ops``), never through ``blocked``.
+
+    A loop's outputs vary only where its loop variables do (a fixed point over the body).
+    """
     varying = {t.ref() for t in sources}
     blocked_refs = {t.ref() for t in blocked}
     for op in ops:
         if op.type in STRUCTURAL_OPS:
             continue
-        if any(t.ref() in varying for t in op.inputs):
-            varying.update(t.ref() for t in op.outputs if t.ref() not in blocked_refs)
+        flags = [t.ref() in varying for t in op.inputs]
+        if not any(flags):
+            continue
+        outputs = op.outputs
+        if op.type in WHILE_OPS and _tf_private.while_body_and_cond(op) is not None:
+            loop_vars = varying_loop_vars(op, flags)
+            outputs = [t for i, t in enumerate(op.outputs) if i in loop_vars]
+        varying.update(t.ref() for t in outputs if t.ref() not in blocked_refs)
     return varying
 
 
@@ -39,9 +52,40 @@ def reaching_tensors(ops: Sequence[tf.Operation], targets: Sequence[tf.Tensor]) 
     """Refs of the tensors that ``targets`` are computed from (``ops`` in topological order)."""
     reaching = {t.ref() for t in targets}
     for op in reversed(list(ops)):
-        if any(t.ref() in reaching for t in op.outputs):
-            reaching.update(t.ref() for t in op.inputs)
+        reached = [i for i, t in enumerate(op.outputs) if t.ref() in reaching]
+        if not reached:
+            continue
+        inputs = op.inputs
+        if op.type in WHILE_OPS and _tf_private.while_body_and_cond(op) is not None:
+            inputs = [op.inputs[i] for i in reaching_loop_vars(op, reached)]
+        reaching.update(t.ref() for t in inputs)
     return reaching
+
+
+def varying_loop_vars(op: tf.Operation, flags: Sequence[bool]) -> set[int]:
+    """Indices of the loop variables of a While op that vary, given which of its inputs do."""
+    body, _ = _tf_private.while_body_and_cond(op)
+    body_ops = body.get_operations()
+    current = {i for i, v in enumerate(flags) if v}
+    while True:
+        inside = varying_tensors(body_ops, [body.inputs[i] for i in current])
+        grown = current | {j for j, t in enumerate(body.outputs) if t.ref() in inside}
+        if grown == current:
+            return current
+        current = grown
+
+
+def reaching_loop_vars(op: tf.Operation, reached_outputs: Iterable[int]) -> set[int]:
+    """Indices of the loop variables of a While op that the ``reached_outputs`` depend on."""
+    body, _ = _tf_private.while_body_and_cond(op)
+    body_ops = body.get_operations()
+    current = set(reached_outputs)
+    while True:
+        inside = reaching_tensors(body_ops, [body.outputs[j] for j in current])
+        grown = current | {i for i, t in enumerate(body.inputs) if t.ref() in inside}
+        if grown == current:
+            return current
+        current = grown
 
 
 def reduced_axes(op: tf.Operation) -> list[int] | None:

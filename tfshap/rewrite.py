@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from . import _tf_private, registry
 from .errors import UnsupportedOpError
-from .graph import reaching_tensors, varying_tensors
+from .graph import WHILE_OPS, reaching_loop_vars, reaching_tensors, varying_loop_vars, varying_tensors
 from .pair import mark_varying
 
 
@@ -35,10 +35,18 @@ def rewrite(
     Raises :class:`UnsupportedOpError` naming every op type on the path without an exact
     treatment, before anything runs.
     """
-    varying = varying_tensors(ops, sources)
-    reaching = reaching_tensors(ops, targets)
     report = RewriteReport()
     problems: dict[str, list[tuple[tf.Operation, str]]] = defaultdict(list)
+    _rewrite_graph(ops, sources, targets, report, problems)
+    if problems:
+        raise UnsupportedOpError(_describe(problems, layer_of))
+    return report
+
+
+def _rewrite_graph(ops, sources, targets, report: RewriteReport, problems) -> None:
+    """Plan every op of one graph on the path from ``sources`` to ``targets``; recurse into loop bodies."""
+    varying = varying_tensors(ops, sources)
+    reaching = reaching_tensors(ops, targets)
     for op in ops:
         flags = tuple(t.ref() in varying for t in op.inputs)
         if not any(flags) or not any(t.ref() in reaching for t in op.outputs):
@@ -53,13 +61,35 @@ def rewrite(
         if isinstance(decision, registry.Refusal):
             problems[op.type].append((op, decision.reason))
             continue
+        if op.type in WHILE_OPS:
+            _rewrite_loop_body(op, flags, reaching, report, problems)
         if decision is not registry.KEEP:
             mark_varying(op, flags)
             _tf_private.override_gradient(op, decision)
         report.used[(rule.family, op.type)] += 1
-    if problems:
-        raise UnsupportedOpError(_describe(problems, layer_of))
-    return report
+
+
+def _rewrite_loop_body(op, flags, reaching, report, problems) -> None:
+    """Rules inside a While body see the paired batch just as top-level ops do."""
+    bodies = _tf_private.while_body_and_cond(op)
+    if bodies is None:
+        problems[op.type].append((op, "its body graph cannot be reached (not built by while_v2)"))
+        return
+    body, cond = bodies
+    loop_vars = varying_loop_vars(op, flags)
+    if varying_tensors(cond.get_operations(), [cond.inputs[i] for i in loop_vars]).intersection(
+        t.ref() for t in cond.outputs
+    ):
+        problems[op.type].append((op, "its trip count depends on the explained inputs"))
+        return
+    reached = reaching_loop_vars(op, [i for i, t in enumerate(op.outputs) if t.ref() in reaching])
+    _rewrite_graph(
+        body.get_operations(),
+        [body.inputs[i] for i in sorted(loop_vars)],
+        [body.outputs[j] for j in sorted(reached)],
+        report,
+        problems,
+    )
 
 
 def _describe(problems: dict[str, list[tuple[tf.Operation, str]]], layer_of) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from . import _tf_private
 from .errors import CompileError
 
 
@@ -95,16 +96,21 @@ def resolve_model(model):
     )
 
 
-def _layer_names(model) -> list[str]:
-    names, stack = [], [model]
+def all_layers(model) -> list:
+    """The model and every layer inside it, wrapped layers (Bidirectional, TimeDistributed) included."""
+    found, stack, seen = [], [model], set()
     while stack:
         layer = stack.pop()
-        names.append(layer.name)
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        found.append(layer)
         stack.extend(getattr(layer, "layers", None) or [])
-        inner = getattr(layer, "layer", None) or getattr(layer, "forward_layer", None)
-        if inner is not None:
-            stack.append(inner)
-    return names
+        for attr in ("layer", "forward_layer", "backward_layer", "cell"):
+            inner = getattr(layer, attr, None)
+            if inner is not None and hasattr(inner, "name"):
+                stack.append(inner)
+    return found
 
 
 def _symbolic_inputs(model) -> list | None:
@@ -164,9 +170,12 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
         attributed_layer = _layer(model, inputs, "inputs")
         explained = Model(symbolic, [attributed_layer.output, *tf.nest.flatten(explained.outputs)])
 
+    layers = all_layers(model)
+
     def call(tensors: list[tf.Tensor]):
         args = tensors[0] if len(tensors) == 1 else list(tensors)
-        out = explained(args, training=False)
+        with _tf_private.standard_rnn_cells(layers):
+            out = explained(args, training=False)
         if attributed_layer is None:
             return flatten_outputs(out), None
         out = tf.nest.flatten(out)
@@ -175,7 +184,7 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
     return Traced(
         call=call,
         input_specs=specs,
-        layer_names=_layer_names(model),
+        layer_names=[layer.name for layer in layers],
         keras=flavour,
         attributed_layer=None if attributed_layer is None else attributed_layer.name,
     )
