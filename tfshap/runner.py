@@ -14,6 +14,8 @@ from .trace import Traced
 
 _MAX_PAIRS_PER_CHUNK = 8192
 _MIN_PAIRS_PER_CHUNK = 16
+#: Up to this many outputs, one backward pass each; beyond, one pass over copies of the pairs.
+_SEPARATE_BACKWARDS_MAX = 16
 
 
 class Program:
@@ -49,9 +51,18 @@ class Program:
         specs = self.traced.input_specs
         sample_specs = [tf.TensorSpec(s.shape, s.dtype) for s in specs]
 
+        # Few outputs: one backward pass per output over the pairs (the plain-gradient floor's
+        # shape). Many outputs: the pairs are copied once per output and one backward pass
+        # explains them all, which keeps the graph (and compile time) independent of k.
+        copies = k if k > _SEPARATE_BACKWARDS_MAX else 1
+        passes = k // copies
+
         def chunk(samples, background, sample_index, background_index, output_index):
-            x = [tf.gather(s, sample_index) for s in samples]
-            r = [tf.gather(b, background_index) for b in background]
+            n_pairs = tf.shape(sample_index)[0]
+            rows_sample = tf.tile(sample_index, [copies])
+            rows_background = tf.tile(background_index, [copies])
+            x = [tf.gather(s, rows_sample) for s in samples]
+            r = [tf.gather(b, rows_background) for b in background]
             paired = [tf.concat([xi, ri], 0) for xi, ri in zip(x, r)]
             graph = tf.compat.v1.get_default_graph()
             first = len(graph.get_operations())
@@ -62,18 +73,23 @@ class Program:
                 self._check_attributed_layer_cuts(ops, paired, attributed, y)
             self.report = rewrite(ops, sources, [y], self._layer_of)
             self.activation_bytes_per_row = _activation_bytes_per_row(ops, sources)
-            n_pairs = tf.shape(sample_index)[0]
-            outputs = tf.gather(output_index, sample_index)
-            deltas = [s[:n_pairs] - s[n_pairs:] for s in sources]
+            n_rows = n_pairs * copies
+            # output slot c * passes + j of pair p is explained by row c * n_pairs + p, pass j
+            slots = tf.reshape(tf.gather(output_index, sample_index), [n_pairs, copies, passes])
+            row_outputs = tf.reshape(tf.transpose(slots, [1, 0, 2]), [n_rows, passes])
+            deltas = [s[:n_rows] - s[n_rows:] for s in sources]
             per_source = [[] for _ in sources]
-            for j in range(k):
-                target = tf.gather(y[:n_pairs], outputs[:, j], batch_dims=1)
+            for j in range(passes):
+                target = tf.gather(y[:n_rows], row_outputs[:, j], batch_dims=1)
                 grads = tf.gradients(target, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                 for i, grad in enumerate(grads):
                     # a source feeding a gather gets IndexedSlices
-                    per_source[i].append(tf.convert_to_tensor(grad)[:n_pairs] * deltas[i])
+                    per_source[i].append(tf.convert_to_tensor(grad)[:n_rows] * deltas[i])
             n_samples = tf.shape(samples[0])[0]
-            return [tf.math.unsorted_segment_sum(tf.stack(v, -1), sample_index, n_samples) for v in per_source]
+            return [
+                tf.math.unsorted_segment_sum(_slots_last(tf.stack(v, -1), copies, n_pairs, k), sample_index, n_samples)
+                for v in per_source
+            ]
 
         fn = tf.function(chunk, jit_compile=self.jit_compile, autograph=False)
         return fn.get_concrete_function(
@@ -94,6 +110,16 @@ class Program:
             )
 
 
+def _slots_last(values: tf.Tensor, copies: int, n_pairs: tf.Tensor, k: int) -> tf.Tensor:
+    """``(copies · n_pairs, *shape, passes)`` → ``(n_pairs, *shape, k)``, slot ``c · passes + j``."""
+    if copies == 1:
+        return values
+    rank = values.shape.rank
+    split = tf.reshape(values, tf.concat([[copies, n_pairs], tf.shape(values)[1:]], 0))
+    moved = tf.transpose(split, [*range(1, rank), 0, rank])
+    return tf.reshape(moved, tf.concat([tf.shape(moved)[:-2], [k]], 0))
+
+
 def _activation_bytes_per_row(ops, sources) -> int:
     varying = varying_tensors(ops, sources)
     total = 0
@@ -111,7 +137,8 @@ def default_batch_size(program: Program, k: int, attributed_elements: int) -> in
     budget = min(_available_memory() // 4, 4 << 30)
     if tf.config.list_physical_devices("GPU"):
         budget = min(budget, 2 << 30)
-    per_pair = 2 * program.activation_bytes_per_row * (2 + min(k, 4)) + 8 * attributed_elements * k
+    copies = k if k > _SEPARATE_BACKWARDS_MAX else 1
+    per_pair = 2 * program.activation_bytes_per_row * copies * (2 + min(k // copies, 4)) + 8 * attributed_elements * k
     pairs = budget // max(per_pair, 1)
     return int(np.clip(pairs, _MIN_PAIRS_PER_CHUNK, _MAX_PAIRS_PER_CHUNK))
 

@@ -121,6 +121,14 @@ def _symbolic_inputs(model) -> list | None:
     return list(inputs) if inputs else None
 
 
+def _input_structure(model):
+    """The nesting of a functional model's inputs (a tensor, a list, a dict), or None."""
+    try:
+        return model.input if _symbolic_inputs(model) is not None else None
+    except (AttributeError, ValueError):
+        return None
+
+
 def _specs(model, background: Sequence[np.ndarray] | None) -> list[tf.TensorSpec]:
     inputs = _symbolic_inputs(model)
     if inputs is not None:
@@ -172,8 +180,13 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
 
     layers = all_layers(model)
 
+    structure = _input_structure(explained)
+
     def call(tensors: list[tf.Tensor]):
-        args = tensors[0] if len(tensors) == 1 else list(tensors)
+        if structure is not None:
+            args = tf.nest.pack_sequence_as(structure, list(tensors))
+        else:
+            args = tensors[0] if len(tensors) == 1 else list(tensors)
         with _tf_private.standard_rnn_cells(layers):
             out = explained(args, training=False)
         if attributed_layer is None:
