@@ -20,10 +20,5 @@ for _op_type, _indices in {
     "TensorListStack": (0,),
     "TensorListGetItem": (0,),
     "TensorListSetItem": (0, 2),
-    "TensorListPushBack": (0, 1),
-    "TensorListPopBack": (0,),
-    "TensorListConcatV2": (0,),
-    "TensorListGather": (0,),
-    "TensorListScatterIntoExistingList": (0, 1),
 }.items():
     register_rule(_op_type, "control_flow", plan=linear_in(*_indices), doc="m = ∂out/∂in (moves tensors in and out of a list)")

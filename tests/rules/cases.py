@@ -396,6 +396,44 @@ case("LogSoftmax", "n5", tf.nn.log_softmax, A(5), expect="tfshap")
 case("LogSoftmax", "n2x4", tf.nn.log_softmax, A(2, 4), expect="tfshap")
 
 
+# --- control flow: loops and the TensorLists that carry their state ------------------
+_LOOP_DECAY = tf.Variable(0.9, dtype=tf.float64)  # read in the body: a stateful loop is a While
+
+
+def _loop(x, stateful=False):
+    """Three steps of h ← tanh(h) · 0.9 + x · 0.1: a loop whose body holds a rule."""
+    def body(i, h):
+        decay = tf.cast(_LOOP_DECAY.read_value(), x.dtype) if stateful else tf.constant(0.9, x.dtype)
+        return i + 1, tf.tanh(h) * decay + x * tf.constant(0.1, x.dtype)
+
+    return tf.while_loop(lambda i, h: i < 3, body, [tf.constant(0), x])[1]
+
+
+def _time_major(x):
+    return tf.transpose(x, [1, 0, 2])
+
+
+def _list_of_steps(x):
+    return tf.TensorArray(x.dtype, size=x.shape[1], element_shape=[None, x.shape[2]]).unstack(_time_major(x))
+
+
+def _list_round_trip(x):
+    return _time_major(_list_of_steps(x).stack())
+
+
+def _list_write(x, y):
+    steps = tf.TensorArray(x.dtype, size=2, element_shape=[None, x.shape[1]]).write(0, x).write(1, y)
+    return _time_major(steps.stack())
+
+
+case("While", "tanh loop", lambda x: _loop(x, stateful=True), A(3), expect="keep")
+case("StatelessWhile", "tanh loop", _loop, A(3), expect="keep")
+case("TensorListFromTensor", "unstack stack", _list_round_trip, A(4, 3))
+case("TensorListStack", "unstack stack", _list_round_trip, A(4, 3))
+case("TensorListGetItem", "read step 1", lambda x: _list_of_steps(x).read(1), A(4, 3))
+case("TensorListSetItem", "write two steps", _list_write, A(3), A(3))
+
+
 # ---------------------------------------------------------------------------------------
 # refusals: ops whose use here has no exact treatment must fail to compile, naming the op
 

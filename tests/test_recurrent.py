@@ -1,0 +1,60 @@
+"""Recurrent layers are exact: rules reach inside While bodies (float64, both Kerases)."""
+
+import numpy as np
+import pytest
+
+import tfshap
+
+
+def _layers(K):
+    return {
+        "lstm": lambda: [K.layers.LSTM(4)],
+        "gru_reset_after": lambda: [K.layers.GRU(4, reset_after=True)],
+        "gru_reset_before": lambda: [K.layers.GRU(4, reset_after=False)],
+        "simple_rnn": lambda: [K.layers.SimpleRNN(4)],
+        "bidirectional_lstm": lambda: [K.layers.Bidirectional(K.layers.LSTM(3))],
+        "stacked_sequences": lambda: [
+            K.layers.LSTM(4, return_sequences=True),
+            K.layers.TimeDistributed(K.layers.Dense(3, activation="relu")),
+            K.layers.GRU(3),
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["lstm", "gru_reset_after", "gru_reset_before", "simple_rnn", "bidirectional_lstm", "stacked_sequences"]
+)
+def test_recurrent_model_is_exact_in_float64(K64, name, rng):
+    K = K64
+    model = K.Sequential([K.Input((5, 3)), *_layers(K)[name](), K.layers.Dense(2)])
+    background, x = rng.normal(size=(4, 5, 3)), rng.normal(size=(3, 5, 3))
+    explainer = tfshap.compile(model, background)
+    result = explainer.explain(x)
+    np.testing.assert_allclose(result.outputs, model(x).numpy(), rtol=1e-12)
+    assert result.additivity_error < 1e-9
+    assert "While" in explainer.rules_used  # the standard cell ran, with its gates under the rules
+    assert np.abs(result.values).sum() > 0
+
+
+def test_seed_scenario_lstm_hidden_state_through_the_pair_form(K64, rng):
+    """LSTM(100) over zero-padded token ids; all 100 hidden outputs explained (issue seed)."""
+    K = K64
+    model = K.Sequential([K.Input((100, 1)), K.layers.LSTM(100), K.layers.Dense(1, activation="sigmoid")])
+    data = np.zeros((4, 100, 1))
+    for row in data:
+        length = rng.integers(10, 100)
+        row[:length, 0] = rng.integers(1, 1000, size=length)
+    explainer = tfshap.DeepExplainer((model.layers[0].input, model.layers[-1].input), data[:3])
+    values = explainer.shap_values(data[3:4])
+    assert values.shape == (1, 100, 1, 100)
+    hidden = K.Model(model.inputs, model.layers[-1].input)
+    delta = hidden(data[3:4]).numpy() - hidden(data[:3]).numpy().mean(0)
+    np.testing.assert_allclose(values.sum(axis=(1, 2)), delta, atol=1e-6)
+
+
+def test_compiling_leaves_the_rnn_layers_as_they_were(K):
+    model = K.Sequential([K.Input((5, 3)), K.layers.LSTM(4), K.layers.Dense(1)])
+    layer = model.layers[0]
+    before = {a: getattr(layer, a) for a in ("_could_use_gpu_kernel", "use_cudnn") if hasattr(layer, a)}
+    tfshap.compile(model, np.zeros((2, 5, 3), np.float32))
+    assert before and {a: getattr(layer, a) for a in before} == before
