@@ -26,7 +26,7 @@ def _layers(K):
 )
 def test_recurrent_model_is_exact_in_float64(K64, name, rng):
     K = K64
-    model = K.Sequential([K.Input((5, 3)), *_layers(K)[name](), K.layers.Dense(2)])
+    model = K.Sequential([K.Input((5, 3)), *_layers(K)[name](), K.layers.Dense(1)])
     background, x = rng.normal(size=(4, 5, 3)), rng.normal(size=(3, 5, 3))
     explainer = tfshap.compile(model, background)
     result = explainer.explain(x)
