@@ -1,52 +1,53 @@
-"""Softmax and log-softmax, decomposed exactly.
+"""Softmax and log-softmax, decomposed exactly and without cancellation.
 
-With ``c`` the larger of the two rows' maxima (the same shift for ``x`` and ``r``, so it is a
-constant of the pair and carries no credit): ``e = exp(z − c)`` (rescale), ``s = Σ e``
-(linear), ``p = e / s`` (Shapley for a quotient), ``log p = z − c − log s`` (rescale on log).
+With ``c`` the larger of the two rows' maxima (the same shift for ``x`` and ``r``, a constant
+of the pair that carries no credit): ``e = exp(z − c)`` (rescale), ``s = Σ e`` (linear),
+``log p = z − c − log s`` (rescale on log), and ``p = exp(log p)`` (rescale on exp). Going
+through ``log p`` keeps every multiplier bounded; the quotient ``e / s`` would split
+``Δp`` into two terms of size ``e^(max x − max r)`` that cancel.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from tfshap.pair import close, halves, ratio
+from tfshap.pair import both, close, halves, ratio
 from tfshap.registry import register_rule
 
 
-def _shifted_exp(op: tf.Operation):
-    """e = exp(z − c) for both halves, with the rescale multiplier m_e of z → e."""
-    x, r = halves(op.inputs[0])
+def _log_normaliser_multipliers(x: tf.Tensor, r: tf.Tensor):
+    """m_e (z → e = exp(z − c)) and m_log (s → log s), and log s for both rows."""
     c = tf.stop_gradient(tf.maximum(tf.reduce_max(x, -1, keepdims=True), tf.reduce_max(r, -1, keepdims=True)))
     ex, er = tf.exp(x - c), tf.exp(r - c)
     m_e = ratio(ex - er, x - r, close(x, r), tf.exp((x + r) / 2 - c))
-    return ex, er, m_e
+    # log s from each row's own logsumexp: finite even where exp(z − c) underflows.
+    log_sx = tf.reduce_logsumexp(x, -1, keepdims=True) - c
+    log_sr = tf.reduce_logsumexp(r, -1, keepdims=True) - c
+    sx, sr = tf.exp(log_sx), tf.exp(log_sr)
+    m_log = ratio(log_sx - log_sr, sx - sr, close(sx, sr), 2 / (sx + sr))
+    return m_e, m_log, c, log_sx, log_sr
 
 
-def softmax(op: tf.Operation, grad: tf.Tensor):
-    """p = e / s: m_z = m_e · (g · ½(1/sx + 1/sr) − Σ g · ē / (sx · sr))."""
-    ex, er, m_e = _shifted_exp(op)
-    sx, sr = tf.reduce_sum(ex, -1, keepdims=True), tf.reduce_sum(er, -1, keepdims=True)
-    m_numerator = 0.5 * (1 / sx + 1 / sr)
-    m_denominator = -((ex + er) / 2) / (sx * sr)
-
-    def back(g):
-        return m_e * (g * m_numerator + tf.reduce_sum(g * m_denominator, -1, keepdims=True))
-
-    gx, gr = halves(grad)
-    return [tf.concat([back(gx), back(gr)], 0)]
+def _through_log_normaliser(h: tf.Tensor, m_e: tf.Tensor, m_log: tf.Tensor) -> tf.Tensor:
+    """Multipliers of z for log p = z − c − log s, given the multipliers h of log p."""
+    return h - m_e * m_log * tf.reduce_sum(h, -1, keepdims=True)
 
 
 def log_softmax(op: tf.Operation, grad: tf.Tensor):
     """log p = z − c − log s: m_z = g − m_e · m_log · Σ g, m_log = Δlog s / Δs."""
-    ex, er, m_e = _shifted_exp(op)
-    sx, sr = tf.reduce_sum(ex, -1, keepdims=True), tf.reduce_sum(er, -1, keepdims=True)
-    m_log = ratio(tf.math.log(sx) - tf.math.log(sr), sx - sr, close(sx, sr), 2 / (sx + sr))
+    x, r = halves(op.inputs[0])
+    m_e, m_log, _, _, _ = _log_normaliser_multipliers(x, r)
+    return [_through_log_normaliser(grad, both(m_e), both(m_log))]
 
-    def back(g):
-        return g - m_e * m_log * tf.reduce_sum(g, -1, keepdims=True)
 
-    gx, gr = halves(grad)
-    return [tf.concat([back(gx), back(gr)], 0)]
+def softmax(op: tf.Operation, grad: tf.Tensor):
+    """p = exp(log p): m_z = h − m_e · m_log · Σ h with h = g · Δp / Δlog p."""
+    x, r = halves(op.inputs[0])
+    m_e, m_log, c, log_sx, log_sr = _log_normaliser_multipliers(x, r)
+    lx, lr = x - c - log_sx, r - c - log_sr
+    px, pr = halves(op.outputs[0])
+    m_p = ratio(px - pr, lx - lr, close(lx, lr), tf.exp((lx + lr) / 2))
+    return [_through_log_normaliser(grad * both(m_p), both(m_e), both(m_log))]
 
 
 register_rule("Softmax", "softmax", gradient=softmax)

@@ -1,0 +1,74 @@
+"""Small helpers shared by the end-to-end tests: Keras flavours, floatx, additivity, data."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+KERASES = ["tf_keras", "keras3"]
+
+
+def keras_module(name: str):
+    """The Keras module for a fixture parameter: tf_keras (Keras 2) or keras (Keras 3)."""
+    if name == "tf_keras":
+        import tf_keras
+
+        return tf_keras
+    import keras
+
+    return keras
+
+
+@contextlib.contextmanager
+def floatx(K, dtype: str):
+    """Build models in ``dtype`` within the block; restore floatx afterwards.
+
+    Keras 3 caches its global dtype policy the first time it is read, after which
+    ``set_floatx`` no longer changes the dtype of new layers: set the policy too.
+    """
+    before = K.backend.floatx()
+    policy = K.config.dtype_policy() if hasattr(K, "config") and hasattr(K.config, "set_dtype_policy") else None
+    K.backend.set_floatx(dtype)
+    if policy is not None:
+        K.config.set_dtype_policy(dtype)
+    try:
+        yield K
+    finally:
+        K.backend.set_floatx(before)
+        if policy is not None:
+            K.config.set_dtype_policy(policy)
+
+
+def totals(values) -> np.ndarray:
+    """Sum of attributions over every input dimension (and every input): ``(n, n_outputs)``."""
+    values = values if isinstance(values, list) else [values]
+    return sum(np.asarray(v, np.float64).reshape(v.shape[0], -1, v.shape[-1]).sum(axis=1) for v in values)
+
+
+def additivity_gap(values, base_values, outputs) -> np.ndarray:
+    """``sum(values) + base_values - outputs`` computed here, independently of tfshap: ``(n, n_outputs)``."""
+    return totals(values) + np.asarray(base_values, np.float64) - np.asarray(outputs, np.float64)
+
+
+def assert_additive(attributions, atol: float) -> None:
+    """Summation-to-delta for every sample and every output (recomputed here), and the reported error is within ``atol``."""
+    gap = additivity_gap(attributions.values, attributions.base_values, attributions.outputs)
+    assert np.max(np.abs(gap)) <= atol, f"additivity gap {np.max(np.abs(gap)):.3g} > {atol:.3g}"
+    assert 0 <= attributions.additivity_error <= atol, f"reported additivity error {attributions.additivity_error:.3g} > {atol:.3g}"
+
+
+def predict(model, x) -> np.ndarray:
+    """The model's outputs at ``x``, every output flattened and concatenated: ``(n, n_outputs)``."""
+    out = model(x, training=False)
+    out = out if isinstance(out, (list, tuple)) else [out]
+    return np.concatenate([np.asarray(o, np.float64).reshape(len(o), -1) for o in out], axis=1)
+
+
+def digits(dtype="float32"):
+    """scikit-learn's digits (bundled, no download) as 8x8x1 images scaled to [0, 1], and labels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = (data.images / 16.0).astype(dtype)[..., None]
+    return images, data.target.astype("int64")

@@ -1,0 +1,217 @@
+"""The ``tfshap`` command line: rules, check, explain, demo; errors as one line, no traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfshap import cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def run(capsys, *argv):
+    """``tfshap ARGV`` in this process: (exit status, stdout, stderr)."""
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("tfshap: error: "), lines[0]
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+# -- fixtures: small saved Keras 3 models and arrays ----------------------------------------
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    import keras
+
+    d = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    cnn = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax", name="probs"),
+        ]
+    )
+    cnn.save(d / "cnn.keras")
+    # sparsemax sorts (TopKV2) and thresholds (Greater/SelectV2): no exact rule for those.
+    unsupported = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.Activation("sparsemax"), keras.layers.Dense(2)])
+    unsupported.save(d / "sparsemax.keras")
+    a, b = keras.Input((3,)), keras.Input((2,))
+    hidden = keras.layers.Dense(4, activation="relu")(a)
+    two = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([hidden, b])))
+    two.save(d / "two.keras")
+
+    rng = np.random.default_rng(0)
+    np.save(d / "bg.npy", rng.random((6, 8, 8, 1), dtype=np.float32))
+    np.save(d / "x.npy", rng.random((3, 8, 8, 1), dtype=np.float32))
+    np.save(d / "x_bad.npy", rng.random((3, 7, 8, 1), dtype=np.float32))
+    np.savez(d / "bg2.npz", rng.random((5, 3), dtype=np.float32), rng.random((5, 2), dtype=np.float32))
+    np.savez(d / "x2.npz", rng.random((4, 3), dtype=np.float32), rng.random((4, 2), dtype=np.float32))
+    return d
+
+
+# -- rules ------------------------------------------------------------------------------------
+def test_rules_lists_every_registered_op_with_its_family(capsys):
+    import tfshap
+
+    status, out, err = run(capsys, "rules")
+    assert status == 0 and not err
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if line and not line.startswith("#")}
+    assert lines["Relu"] == "rescale"
+    assert lines["MatMul"] == "linear"
+    assert set(lines) == {r.op_type for r in tfshap.rules()}
+    relu_line = next(line for line in out.splitlines() if line.startswith("Relu "))
+    assert "(x - r)" in relu_line or "x − r" in relu_line  # the one-line formula
+
+
+def test_readme_table_of_supported_ops_is_up_to_date():
+    text = README.read_text(encoding="utf-8")
+    assert cli.RULES_BEGIN in text and cli.RULES_END in text, "README.md lost its rules markers"
+    table = text.split(cli.RULES_BEGIN, 1)[1].split(cli.RULES_END, 1)[0].strip()
+    assert table == cli.rules_markdown().strip(), (
+        "README.md's table of supported ops differs from the registry; regenerate it with "
+        "`python tools/rules_table.py --write`"
+    )
+
+
+# -- check ------------------------------------------------------------------------------------
+def test_check_supported_model_lists_rules(capsys, files):
+    status, out, err = run(capsys, "check", files / "cnn.keras")
+    assert status == 0, err
+    assert "supported" in out and "NOT" not in out
+    assert re.search(r"Conv2D\s+linear", out)
+    assert re.search(r"Relu\s+rescale", out)
+    assert re.search(r"Softmax\s+softmax", out)
+
+
+def test_check_with_background_file(capsys, files):
+    status, out, _ = run(capsys, "check", files / "two.keras", "--background", files / "bg2.npz")
+    assert status == 0
+    assert "input 1: (None, 2)" in out
+
+
+def test_check_unsupported_model_exits_1_with_one_line(capsys, files):
+    status, out, err = run(capsys, "check", files / "sparsemax.keras")
+    assert status == 1
+    assert_one_line_error(err, "not supported", "TopKV2")
+    assert "NOT supported" in out and "register_rule" in out  # the details, with how to add a rule
+
+
+# -- explain ----------------------------------------------------------------------------------
+def test_explain_writes_npz_that_adds_up(capsys, files, tmp_path):
+    out_npz, png = tmp_path / "out.npz", tmp_path / "out.png"
+    status, out, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", files / "x.npy",
+        "--out", out_npz, "--plot", png,
+    )
+    assert status == 0, err
+    with np.load(out_npz) as z:
+        values, base, outputs = z["values"], z["base_values"], z["outputs"]
+    assert values.shape == (3, 8, 8, 1, 3) and base.shape == (3,) and outputs.shape == (3, 3)
+    total = values.reshape(3, -1, 3).sum(axis=1, dtype=np.float64) + base
+    np.testing.assert_allclose(total, outputs, atol=1e-4)
+    assert png.stat().st_size > 1000
+
+
+def test_explain_several_inputs_from_npz(capsys, files, tmp_path):
+    out_npz = tmp_path / "two.npz"
+    status, _, err = run(
+        capsys, "explain", files / "two.keras", "--background", files / "bg2.npz", "--inputs", files / "x2.npz", "--out", out_npz
+    )
+    assert status == 0, err
+    with np.load(out_npz) as z:
+        assert "values" not in z.files
+        v0, v1 = z["values_0"], z["values_1"]
+        assert v0.shape == (4, 3, 2) and v1.shape == (4, 2, 2)
+        total = v0.sum(axis=1, dtype=np.float64) + v1.sum(axis=1, dtype=np.float64) + z["base_values"]
+        np.testing.assert_allclose(total, z["outputs"], atol=1e-4)
+
+
+def test_explain_unsupported_model_exits_1(capsys, files, tmp_path):
+    np.save(tmp_path / "v.npy", np.zeros((2, 4), np.float32))
+    status, _, err = run(
+        capsys, "explain", files / "sparsemax.keras", "--background", tmp_path / "v.npy", "--inputs", tmp_path / "v.npy",
+        "--out", tmp_path / "o.npz",
+    )
+    assert status == 1
+    assert_one_line_error(err, "not supported", "TopKV2")
+    assert not (tmp_path / "o.npz").exists()
+
+
+# -- errors: one line, non-zero, no traceback ---------------------------------------------------
+def test_bad_model_path(capsys, tmp_path):
+    status, out, err = run(capsys, "check", tmp_path / "missing.keras")
+    assert status == 2 and not out
+    assert_one_line_error(err, "missing.keras")
+
+
+def test_bad_npy_path(capsys, files, tmp_path):
+    status, _, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", tmp_path / "nope.npy", "--inputs", files / "x.npy",
+        "--out", tmp_path / "o.npz",
+    )
+    assert status == 2
+    assert_one_line_error(err, "--background", "nope.npy")
+
+
+def test_bad_npy_shape(capsys, files, tmp_path):
+    status, _, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", files / "x_bad.npy",
+        "--out", tmp_path / "o.npz",
+    )
+    assert status == 2
+    assert_one_line_error(err, "--inputs", "(n, 8, 8, 1)", "(3, 7, 8, 1)")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_plot_needs_image_like_inputs(capsys, files, tmp_path):
+    status, _, err = run(
+        capsys, "explain", files / "two.keras", "--background", files / "bg2.npz", "--inputs", files / "x2.npz",
+        "--out", tmp_path / "o.npz", "--plot", tmp_path / "o.png",
+    )
+    assert status == 2
+    assert_one_line_error(err, "--plot")
+
+
+def test_module_entry_point_reports_errors_without_traceback(files, tmp_path):
+    """``python -m tfshap.cli``: the real process, its exit status and its stderr."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfshap.cli", "explain", str(files / "cnn.keras"), "--background", str(files / "bg.npy"),
+         "--inputs", str(files / "x_bad.npy"), "--out", str(tmp_path / "o.npz")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("tfshap: error: ")]
+    assert len(ours) == 1 and "(3, 7, 8, 1)" in ours[0], proc.stderr
+    assert proc.stdout == ""
+
+
+# -- demo -------------------------------------------------------------------------------------
+def test_demo_quick_writes_png_and_adds_up(capsys, tmp_path):
+    png = tmp_path / "demo.png"
+    status, out, err = run(capsys, "demo", "--quick", "--out", png)
+    assert status == 0, err
+    assert png.stat().st_size > 1000
+    found = re.search(r"additivity: max \|sum\(values\) \+ base_values - outputs\| = (\S+) \(tolerance (\S+)\)", out)
+    assert found, out
+    assert float(found.group(1)) <= float(found.group(2))
+    assert "samples/s" in out and "floor" in out
+    assert "demo OK" in out
