@@ -10,22 +10,25 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import reapply
-from tfshap.pair import both, close, derivative, halves, operand_halves, ratio, unbroadcast, varying_inputs
+from tfshap.pair import both, cached_multipliers, close, derivative, halves, operand_halves, ratio, unbroadcast, varying_inputs
 from tfshap.registry import KEEP, gradient_name, register_gradient, register_rule
 
 
-def _paired_grads(op, grad, m_a, m_b):
-    """Return ``both(m) · grad`` for each varying operand, summed back to its shape."""
-    grads = []
-    for index, m in enumerate((m_a, m_b)):
-        if m is None:
-            grads.append(None)
-        else:
-            grads.append(unbroadcast(both(m) * grad, tf.shape(op.inputs[index])))
-    return grads
+def _gradient(multipliers):
+    """The gradient function of a binary rule: ``both(m) · grad`` per varying operand, un-broadcast."""
+    cached = cached_multipliers(lambda op: [None if m is None else both(m) for m in multipliers(op)])
+
+    def gradient(op: tf.Operation, grad: tf.Tensor):
+        return [
+            None if m is None else unbroadcast(m * grad, tf.shape(op.inputs[index]))
+            for index, m in enumerate(cached(op))
+        ]
+
+    gradient.__doc__ = multipliers.__doc__
+    return gradient
 
 
-def shapley(op: tf.Operation, grad: tf.Tensor):
+def shapley(op: tf.Operation):
     """φa = ½[g(a, rb) − g(ra, rb)] + ½[g(a, b) − g(ra, b)]; m = φ / Δ; slope at the midpoint where Δ ≈ 0."""
     va, vb = varying_inputs(op)
     a, ra = operand_halves(op, 0)
@@ -45,18 +48,18 @@ def shapley(op: tf.Operation, grad: tf.Tensor):
         mid = tf.broadcast_to((b + rb) / 2, shape)
         slope = 0.5 * (derivative(g, ra, mid, wrt=1) + derivative(g, a, mid, wrt=1))
         m_b = ratio(phi_b, tf.broadcast_to(b - rb, shape), tf.broadcast_to(close(b, rb), shape), slope)
-    return _paired_grads(op, grad, m_a, m_b)
+    return m_a, m_b
 
 
-def mul(op: tf.Operation, grad: tf.Tensor):
+def mul(op: tf.Operation):
     """ma = (b + rb) / 2, mb = (a + ra) / 2 (Shapley for a product, exact)."""
     a, ra = halves(op.inputs[0])
     b, rb = halves(op.inputs[1])
     full = tf.shape(halves(op.outputs[0])[0])
-    return _paired_grads(op, grad, tf.broadcast_to((b + rb) / 2, full), tf.broadcast_to((a + ra) / 2, full))
+    return tf.broadcast_to((b + rb) / 2, full), tf.broadcast_to((a + ra) / 2, full)
 
 
-def real_div(op: tf.Operation, grad: tf.Tensor):
+def real_div(op: tf.Operation):
     """ma = ½(1/b + 1/rb), mb = −((a + ra) / 2) / (b · rb) (Shapley for a quotient, exact)."""
     va, vb = varying_inputs(op)
     a, ra = operand_halves(op, 0)
@@ -64,7 +67,7 @@ def real_div(op: tf.Operation, grad: tf.Tensor):
     full = tf.shape(halves(op.outputs[0])[0])
     m_a = tf.broadcast_to(0.5 * (1 / b + 1 / rb), full) if va else None
     m_b = tf.broadcast_to(-((a + ra) / 2) / (b * rb), full) if vb else None
-    return _paired_grads(op, grad, m_a, m_b)
+    return m_a, m_b
 
 
 def _plan(gradient_name: str, linear_when: str):
@@ -81,9 +84,9 @@ def _plan(gradient_name: str, linear_when: str):
     return plan
 
 
-def _register(op_type: str, gradient, linear_when: str = "never"):
-    name = register_gradient(gradient_name("shapley", op_type), gradient)
-    register_rule(op_type, "shapley", plan=_plan(name, linear_when), doc=gradient.__doc__.strip())
+def _register(op_type: str, multipliers, linear_when: str = "never"):
+    name = register_gradient(gradient_name("shapley", op_type), _gradient(multipliers))
+    register_rule(op_type, "shapley", plan=_plan(name, linear_when), doc=multipliers.__doc__.strip())
 
 
 _register("Mul", mul, linear_when="one")

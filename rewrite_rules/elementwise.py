@@ -9,17 +9,21 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import reapply
-from tfshap.pair import both, close, derivative, halves, ratio
+from tfshap.pair import both, cached_multipliers, close, derivative, halves, ratio
 from tfshap.registry import register_rule
+
+
+@cached_multipliers
+def _rescale_multiplier(op: tf.Operation) -> tf.Tensor:
+    x, r = halves(op.inputs[0])
+    fx, fr = halves(op.outputs[0])
+    slope_at_midpoint = derivative(lambda t: reapply(op, t), (x + r) / 2)
+    return both(ratio(fx - fr, x - r, close(x, r), slope_at_midpoint))
 
 
 def rescale(op: tf.Operation, grad: tf.Tensor):
     """m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ≈ r."""
-    x, r = halves(op.inputs[0])
-    fx, fr = halves(op.outputs[0])
-    slope_at_midpoint = derivative(lambda t: reapply(op, t), (x + r) / 2)
-    m = ratio(fx - fr, x - r, close(x, r), slope_at_midpoint)
-    return [both(m) * grad] + [None] * (len(op.inputs) - 1)
+    return [_rescale_multiplier(op) * grad] + [None] * (len(op.inputs) - 1)
 
 
 RESCALE_OPS = (

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfshap.graph import batch_axis_refusal, reduced_axes
-from tfshap.pair import both, halves, ratio
+from tfshap.pair import both, cached_multipliers, halves, ratio
 from tfshap.registry import Refusal, gradient_name, register_gradient, register_rule
 
 
@@ -63,11 +63,17 @@ _POOL_ROUTE_AND_PICK = {
 }
 
 
-def max_pool(op: tf.Operation, grad: tf.Tensor):
-    """Cross-max per window: m = (Mx − Mr) / (x_i − r_i) at the argmax i of the larger window max."""
-    route, pick = _POOL_ROUTE_AND_PICK[op.type]
+def _pool_attrs(op: tf.Operation) -> dict:
     attrs = {name: op.get_attr(name) for name in ("ksize", "strides")}
     attrs.update({name: op.get_attr(name).decode() for name in ("padding", "data_format")})
+    return attrs
+
+
+@cached_multipliers
+def _window_multipliers(op: tf.Operation):
+    """Per window: whether x holds the larger max, and m at the chosen argmax."""
+    _, pick = _POOL_ROUTE_AND_PICK[op.type]
+    attrs = _pool_attrs(op)
     x, r = halves(op.inputs[0])
     mx, mr = halves(op.outputs[0])
     x_wins = mx >= mr
@@ -78,16 +84,23 @@ def max_pool(op: tf.Operation, grad: tf.Tensor):
         _cross_max_multiplier(mx, mr, mx, r_at_argmax_x),
         _cross_max_multiplier(mx, mr, x_at_argmax_r, mr),
     )
-    zeros = tf.zeros_like(m)
+    return x_wins, m
 
-    def back(g):
-        credit = g * m
-        to_x = route(orig_input=x, orig_output=mx, grad=tf.where(x_wins, credit, zeros), **attrs)
-        to_r = route(orig_input=r, orig_output=mr, grad=tf.where(x_wins, zeros, credit), **attrs)
-        return to_x + to_r
 
-    gx, gr = halves(grad)
-    return [tf.concat([back(gx), back(gr)], 0)]
+def max_pool(op: tf.Operation, grad: tf.Tensor):
+    """Cross-max per window: m = (Mx − Mr) / (x_i − r_i) at the argmax i of the larger window max."""
+    route, _ = _POOL_ROUTE_AND_PICK[op.type]
+    attrs = _pool_attrs(op)
+    x, r = halves(op.inputs[0])
+    mx, mr = halves(op.outputs[0])
+    x_wins, m = _window_multipliers(op)
+    credit = halves(grad)[0] * m
+    zeros = tf.zeros_like(credit)
+    to_x = route(orig_input=x, orig_output=mx, grad=tf.where(x_wins, credit, zeros), **attrs)
+    to_r = route(orig_input=r, orig_output=mr, grad=tf.where(x_wins, zeros, credit), **attrs)
+    # Only the foreground half of a gradient is ever read (attributions are m · (x − r) on
+    # the foreground rows, and every op keeps rows apart), so the reference half is zero.
+    return [tf.concat([to_x + to_r, tf.zeros_like(r)], 0)]
 
 
 def _max_pool_plan(name: str):

@@ -11,8 +11,21 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfshap.pair import both, close, halves, ratio
+from tfshap.pair import both, cached_multipliers, close, halves, ratio
 from tfshap.registry import register_rule
+
+
+@cached_multipliers
+def _multipliers(op: tf.Operation):
+    """Paired m_e, m_log, and for Softmax m_p (log p → p)."""
+    x, r = halves(op.inputs[0])
+    m_e, m_log, c, log_sx, log_sr = _log_normaliser_multipliers(x, r)
+    if op.type == "LogSoftmax":
+        return both(m_e), both(m_log), None
+    lx, lr = x - c - log_sx, r - c - log_sr
+    px, pr = halves(op.outputs[0])
+    m_p = ratio(px - pr, lx - lr, close(lx, lr), tf.exp((lx + lr) / 2))
+    return both(m_e), both(m_log), both(m_p)
 
 
 def _log_normaliser_multipliers(x: tf.Tensor, r: tf.Tensor):
@@ -35,19 +48,14 @@ def _through_log_normaliser(h: tf.Tensor, m_e: tf.Tensor, m_log: tf.Tensor) -> t
 
 def log_softmax(op: tf.Operation, grad: tf.Tensor):
     """log p = z − c − log s: m_z = g − m_e · m_log · Σ g, m_log = Δlog s / Δs."""
-    x, r = halves(op.inputs[0])
-    m_e, m_log, _, _, _ = _log_normaliser_multipliers(x, r)
-    return [_through_log_normaliser(grad, both(m_e), both(m_log))]
+    m_e, m_log, _ = _multipliers(op)
+    return [_through_log_normaliser(grad, m_e, m_log)]
 
 
 def softmax(op: tf.Operation, grad: tf.Tensor):
     """p = exp(log p): m_z = h − m_e · m_log · Σ h with h = g · Δp / Δlog p."""
-    x, r = halves(op.inputs[0])
-    m_e, m_log, c, log_sx, log_sr = _log_normaliser_multipliers(x, r)
-    lx, lr = x - c - log_sx, r - c - log_sr
-    px, pr = halves(op.outputs[0])
-    m_p = ratio(px - pr, lx - lr, close(lx, lr), tf.exp((lx + lr) / 2))
-    return [_through_log_normaliser(grad * both(m_p), both(m_e), both(m_log))]
+    m_e, m_log, m_p = _multipliers(op)
+    return [_through_log_normaliser(grad * m_p, m_e, m_log)]
 
 
 register_rule("Softmax", "softmax", gradient=softmax)

@@ -6,6 +6,8 @@ foreground half of the gradient is the DeepLIFT multiplier times the upstream mu
 
 from __future__ import annotations
 
+import weakref
+
 import tensorflow as tf
 
 from . import _tf_private
@@ -80,3 +82,23 @@ def unbroadcast(grad: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     grad_shape = tf.shape(grad)
     _, axes = tf.raw_ops.BroadcastGradientArgs(s0=grad_shape, s1=shape)
     return tf.reshape(tf.reduce_sum(grad, axis=axes), shape)
+
+
+def cached_multipliers(compute):
+    """Compute a rule's multipliers once per op and graph, not once per backward pass.
+
+    The multipliers depend only on the forward values, so every ``tf.gradients`` call in the
+    same graph (one per explained output) reuses them. Inside a loop's gradient each body
+    gets a graph of its own, and so a cache of its own.
+    """
+
+    caches = weakref.WeakKeyDictionary()  # graph being built -> {op name: multipliers}
+
+    def cached(op: tf.Operation):
+        cache = caches.setdefault(tf.compat.v1.get_default_graph(), {})
+        key = (id(op.graph), op.name)
+        if key not in cache:
+            cache[key] = compute(op)
+        return cache[key]
+
+    return cached

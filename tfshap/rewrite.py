@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -113,8 +114,10 @@ def layer_lookup(layer_names: Iterable[str]) -> Callable[[str], str | None]:
 
     def layer_of(op_name: str) -> str | None:
         for part in reversed(op_name.split("/")[:-1]):
-            if part in names:
-                return part
+            # Keras 3 suffixes name scopes it has used before: layer "act" runs in "act_1".
+            for candidate in (part, re.sub(r"_\d+$", "", part)):
+                if candidate in names:
+                    return candidate
         return None
 
     return layer_of
