@@ -12,7 +12,7 @@ from .graph import varying_tensors
 from .rewrite import RewriteReport, layer_lookup, rewrite
 from .trace import Traced
 
-_MAX_PAIRS_PER_CHUNK = 8192
+_MAX_PAIRS_PER_CHUNK = 1024  # measured: larger chunks were no faster on the digits CNN
 _MIN_PAIRS_PER_CHUNK = 16
 #: Up to this many outputs, one backward pass each; beyond, one pass over copies of the pairs.
 _SEPARATE_BACKWARDS_MAX = 16
