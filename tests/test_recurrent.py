@@ -58,3 +58,52 @@ def test_compiling_leaves_the_rnn_layers_as_they_were(K):
     before = {a: getattr(layer, a) for a in ("_could_use_gpu_kernel", "use_cudnn") if hasattr(layer, a)}
     tfshap.compile(model, np.zeros((2, 5, 3), np.float32))
     assert before and {a: getattr(layer, a) for a in before} == before
+
+
+def test_convlstm_and_return_state_are_exact(K64, rng):
+    K = K64
+    conv = K.Sequential([K.Input((4, 6, 2)), K.layers.ConvLSTM1D(2, 3, padding="same"), K.layers.Flatten(), K.layers.Dense(1)])
+    inp = K.Input((5, 3))
+    _, h, c = K.layers.LSTM(3, return_sequences=True, return_state=True)(inp)
+    stateful = K.Model(inp, K.layers.Dense(1)(K.layers.Concatenate()([h, c])))
+    for model, shape in ((conv, (4, 6, 2)), (stateful, (5, 3))):
+        result = tfshap.compile(model, rng.normal(size=(3, *shape))).explain(rng.normal(size=(2, *shape)))
+        assert result.additivity_error < 1e-9
+
+
+def test_embedding_lstm_attributes_to_the_embedding_layer_per_token(K64, rng):
+    K = K64
+    model = K.Sequential([
+        K.Input((7,), dtype="int32"),
+        K.layers.Embedding(50, 4, name="embedding"),
+        K.layers.LSTM(3),
+        K.layers.Dense(1, activation="sigmoid"),
+    ])
+    background, x = rng.integers(0, 50, size=(3, 7)), rng.integers(0, 50, size=(2, 7))
+    with pytest.raises(ValueError, match="inputs='embedding'"):
+        tfshap.compile(model, background)
+    result = tfshap.compile(model, background, inputs="embedding").explain(x)
+    assert result.values.shape == (2, 7, 4, 1)
+    assert result.additivity_error < 1e-9
+    per_token = result.per_token()
+    assert per_token.shape == (2, 7, 1)
+    np.testing.assert_allclose(per_token.sum(axis=1), result.outputs - result.base_values, atol=1e-9)
+
+
+def test_masking_is_refused_at_compile_time_not_silently_wrong(K, rng):
+    model = K.Sequential([K.Input((5, 3)), K.layers.Masking(0.0), K.layers.LSTM(3), K.layers.Dense(1)])
+    with pytest.raises(tfshap.UnsupportedOpError, match="NotEqual|Any"):
+        tfshap.compile(model, rng.normal(size=(3, 5, 3)).astype(np.float32))
+
+
+def test_trained_float32_lstm_on_digits_adds_up(K):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)  # 8 time steps of 8 features
+    model = K.Sequential([K.Input((8, 8)), K.layers.LSTM(16), K.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(images[:1000], digits.target[:1000], epochs=2, batch_size=64, verbose=0)
+    result = tfshap.compile(model, images[1000:1040]).explain(images[1100:1106])
+    scale = max(1.0, np.abs(result.outputs).max())
+    assert result.additivity_error / scale < 1e-4

@@ -20,6 +20,18 @@ class Attributions:
     data: np.ndarray | list[np.ndarray] | None = field(default=None, repr=False)
     output_indices: np.ndarray | None = field(default=None, repr=False)
 
+    def per_token(self) -> np.ndarray | list[np.ndarray]:
+        """Attributions to an embedding layer summed over the embedding axis: ``(n, seq_len, n_outputs)``."""
+        values = self.values if isinstance(self.values, list) else [self.values]
+        for v in values:
+            if v.ndim < 4:
+                raise ValueError(
+                    f"per_token() needs values of shape (n, seq_len, emb_dim, n_outputs), as from "
+                    f"inputs='embedding'; got {v.shape}"
+                )
+        summed_ = [v.sum(axis=-2) for v in values]
+        return summed_ if isinstance(self.values, list) else summed_[0]
+
     def to_shap(self):
         """A ``shap.Explanation`` (for shap's plots); needs shap installed. Several inputs give a list."""
         try:

@@ -53,7 +53,10 @@ def _check_one(item, spec: tf.TensorSpec, name: str, *, allow_integer: bool) -> 
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); expected finite numbers")
     dtype = spec.dtype.as_numpy_dtype
     if not spec.dtype.is_floating and not allow_integer:
-        raise ValueError(f"model input {name} has dtype {spec.dtype.name}, which has no gradient")
+        raise ValueError(
+            f"model input {name} has dtype {spec.dtype.name}, which has no gradient: attribute to a layer's "
+            "output instead, e.g. tfshap.compile(model, background, inputs='embedding')"
+        )
     if spec.dtype.is_integer and np.issubdtype(array.dtype, np.floating) and not np.all(array == np.round(array)):
         raise ValueError(f"{name} must hold integers (the model input is {spec.dtype.name}); got fractional values")
     return array.astype(dtype, copy=False)
