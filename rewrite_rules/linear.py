@@ -63,7 +63,6 @@ _register(["Sum", "Mean", "Cumsum"], 0, when=batch_axis_refusal)
 _register(["PadV2"], 0, 2)
 _register(["Split"], 1)
 _register(["SplitV"], 0)
-_register(["SelectV2", "Select"], 1, 2, doc="m = ∂out/∂in for a condition that does not vary")
 # Linear in one operand while the other is constant (weights).
 _register(["Conv2D", "Conv3D", "DepthwiseConv2dNative"], 0, doc="m = ∂out/∂input (constant filter)")
 _register(["Conv2DBackpropInput", "Conv3DBackpropInputV2"], 2, doc="m = ∂out/∂input (transposed convolution)")
@@ -96,15 +95,6 @@ def _inference_batch_norm(op: tf.Operation):
 
 _register(["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"], 0, when=_inference_batch_norm,
           doc="m = scale / sqrt(var + eps) (inference statistics)")
-
-
-def _float_cast(op: tf.Operation):
-    if not (op.inputs[0].dtype.is_floating and op.outputs[0].dtype.is_floating):
-        return f"it casts {op.inputs[0].dtype.name} to {op.outputs[0].dtype.name}, which is not differentiable"
-    return None
-
-
-_register(["Cast"], 0, when=_float_cast, doc="m = 1 (float to float)")
 
 
 def _pass_through(op: tf.Operation, *grads):

@@ -90,12 +90,6 @@ def test_embedding_lstm_attributes_to_the_embedding_layer_per_token(K64, rng):
     np.testing.assert_allclose(per_token.sum(axis=1), result.outputs - result.base_values, atol=1e-9)
 
 
-def test_masking_is_refused_at_compile_time_not_silently_wrong(K, rng):
-    model = K.Sequential([K.Input((5, 3)), K.layers.Masking(0.0), K.layers.LSTM(3), K.layers.Dense(1)])
-    with pytest.raises(tfshap.UnsupportedOpError, match="NotEqual|Any"):
-        tfshap.compile(model, rng.normal(size=(3, 5, 3)).astype(np.float32))
-
-
 def test_trained_float32_lstm_on_digits_adds_up(K):
     from sklearn.datasets import load_digits
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import rewrite_rules as _rules  # noqa: F401  (registers every rule once, at import)
 from .attributions import Attributions
-from .errors import AdditivityError, CompileError, UnsupportedOpError
+from .errors import AdditivityError, CompileError, MaskMismatchError, UnsupportedOpError
 from .explainers import CompiledExplainer, DeepExplainer, compile
 from .registry import register_rule, rules
 
@@ -16,6 +16,7 @@ __all__ = [
     "CompileError",
     "CompiledExplainer",
     "DeepExplainer",
+    "MaskMismatchError",
     "UnsupportedOpError",
     "compile",
     "register_rule",

@@ -11,3 +11,11 @@ class UnsupportedOpError(CompileError):
 
 class AdditivityError(AssertionError):
     """The attributions do not sum to f(x) - E[f(background)] within the dtype's tolerance."""
+
+
+class MaskMismatchError(ValueError):
+    """A mask (padding, ``Masking``, ``mask_zero``) differs between a sample and a background row.
+
+    DeepSHAP through a mask is exact only when a sample and its reference share it; tfshap
+    stops rather than return attributions that would not add up.
+    """

@@ -76,7 +76,10 @@ class CompiledExplainer:
         base = self.expected_value
         index = self._output_index(outputs, ranked_outputs, output_rank_order)
         k = index.shape[1]
-        values = run_pairs(self.program.chunk(k), arrays, self.background, index, self.batch_size(k))
+        try:
+            values = run_pairs(self.program.chunk(k), arrays, self.background, index, self.batch_size(k))
+        except tf.errors.InvalidArgumentError as error:
+            raise self.program.mask_mismatch(error) from None
         selected_outputs = np.take_along_axis(outputs, index, axis=1)
         selected_base = base[index]
         error = float(np.max(np.abs(summed(values) + selected_base - selected_outputs)))

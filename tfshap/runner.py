@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from .errors import CompileError
-from .graph import varying_tensors
+from .errors import CompileError, MaskMismatchError
+from .rewrite_rules.mask import MISMATCH_MARKER
+from .graph import reaching_tensors, varying_tensors
 from .rewrite import RewriteReport, layer_lookup, rewrite
 from .trace import Traced
 
@@ -68,10 +69,10 @@ class Program:
             first = len(graph.get_operations())
             y, attributed = self.traced.call(paired)
             ops = graph.get_operations()[first:]
-            sources = paired if attributed is None else attributed
-            if attributed is not None:
-                self._check_attributed_layer_cuts(ops, paired, attributed, y)
+            sources = paired if attributed is None else [*attributed, *self._masks_beside_layer(ops, paired, attributed, y)]
             self.report = rewrite(ops, sources, [y], self._layer_of)
+            if attributed is not None:
+                sources = attributed
             self.activation_bytes_per_row = _activation_bytes_per_row(ops, sources)
             n_rows = n_pairs * copies
             # output slot c * passes + j of pair p is explained by row c * n_pairs + p, pass j
@@ -100,14 +101,40 @@ class Program:
             tf.TensorSpec([None, k], tf.int32),
         )
 
-    def _check_attributed_layer_cuts(self, ops, paired, attributed, y):
-        bypass = varying_tensors(ops, paired, blocked=attributed)
-        if y.ref() in bypass:
+    def _masks_beside_layer(self, ops, paired, attributed, y) -> list[tf.Tensor]:
+        """The masks computed from the inputs other than through the attributed layer.
+
+        They vary too, so the mask rules check that a sample and its reference agree on them;
+        any float path around the layer makes attributions to it incomplete, and is refused.
+        """
+        around = varying_tensors(ops, paired, blocked=attributed)
+        feeding_layer = reaching_tensors(ops, attributed)
+        masks = [
+            t for op in ops for t in op.outputs
+            if t.ref() in around and t.ref() not in feeding_layer and not t.dtype.is_floating
+        ]
+        if y.ref() in varying_tensors(ops, paired, blocked=[*attributed, *masks]):
             raise CompileError(
                 f"the output depends on the model inputs other than through layer "
                 f"{self.traced.attributed_layer!r}, so attributions to that layer cannot add up; "
                 "choose a layer that every path from the inputs to the output goes through"
             )
+        return masks
+
+    def mask_mismatch(self, error: tf.errors.InvalidArgumentError) -> Exception:
+        """The user-facing error for a failed mask check, or ``error`` itself."""
+        marker = f"{MISMATCH_MARKER} "
+        if marker not in error.message:
+            return error
+        op_name = error.message.split(marker, 1)[1].split()[0].rstrip("]'\"")
+        layer = self._layer_of(op_name)
+        where = f" in layer {layer!r}" if layer else ""
+        return MaskMismatchError(
+            f"the mask used by {op_name!r}{where} differs between a sample and a background row. DeepSHAP "
+            "through a mask is exact only when they agree, so nothing was returned. Expected background rows "
+            "masked like the samples (e.g. the same padding positions, or a background of the sample's own "
+            "unmasked steps with other values)"
+        )
 
 
 def _slots_last(values: tf.Tensor, copies: int, n_pairs: tf.Tensor, k: int) -> tf.Tensor:

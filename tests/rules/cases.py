@@ -100,6 +100,12 @@ def _domain(domain: str, shape, rng) -> np.ndarray:
         size = int(np.prod(shape))
         grid = (rng.permutation(size) + 0.5) / size * 4.0 - 2.0
         return grid.reshape(shape)
+    if domain == "padded":
+        # Positive values with the last step along axis 1 exactly 0 in every row: a mask
+        # computed from them is the same for the foreground and the reference half.
+        values = rng.uniform(0.5, 2.0, shape)
+        values[:, -1] = 0.0
+        return values
     raise ValueError(f"unknown domain {domain!r}")
 
 
@@ -218,6 +224,34 @@ def _condition(x):
 case("Select", "constant condition", lambda x, y: tf.raw_ops.Select(condition=_condition(x), x=x, y=y), A(3), A(3))
 case("SelectV2", "constant condition", lambda x, y: tf.where([True, False, True], x, y), A(3), A(3))
 case("SelectV2", "one varying", lambda x: tf.where([False, True, True], x, const(x, [3], 6)), A(3))
+
+# --- masks: the same for both halves of the pair (checked at run time) -----------------
+def P(*shape: int) -> Arg:
+    """Positive values padded with exact zeros at the last step: a shared mask."""
+    return A(*shape, domain="padded")
+
+
+def _masked(keep):
+    return lambda x: tf.where(keep(x), x * x, tf.zeros_like(x))
+
+
+case("Equal", "padding", _masked(lambda x: tf.logical_not(tf.equal(x, 0.0))), P(4))
+case("NotEqual", "padding", _masked(lambda x: tf.not_equal(x, 0.0)), P(4))
+case("Greater", "positive", _masked(lambda x: x > 0.0), P(4))
+case("GreaterEqual", "positive", _masked(lambda x: x >= 0.1), P(4))
+case("Less", "padding", _masked(lambda x: tf.logical_not(x < 0.1)), P(4))
+case("LessEqual", "padding", _masked(lambda x: tf.logical_not(x <= 0.0)), P(4))
+case("IsNan", "none", _masked(lambda x: tf.logical_not(tf.math.is_nan(x))), A(3))
+case("IsInf", "none", _masked(lambda x: tf.logical_not(tf.math.is_inf(x))), A(3))
+case("IsFinite", "all", _masked(lambda x: tf.math.is_finite(x)), A(3))
+case("LogicalNot", "padding", _masked(lambda x: tf.logical_not(tf.equal(x, 0.0))), P(4))
+case("LogicalAnd", "two masks", lambda x, y: tf.where(tf.logical_and(x > 0, y > 0), x * y, y), P(4), P(4))
+case("LogicalOr", "two masks", lambda x, y: tf.where(tf.logical_or(x > 0, y > 0), x * y, y), P(4), P(4))
+case("Any", "per row", lambda x: x * tf.cast(tf.reduce_any(x > 0, -1, keepdims=True), x.dtype), P(3, 2))
+case("All", "per row", lambda x: x * tf.cast(tf.reduce_all(x > -1, -1, keepdims=True), x.dtype), P(3, 2))
+case("Cast", "mask to float", lambda x: tf.tanh(x) * tf.cast(tf.not_equal(x, 0.0), x.dtype), P(4))
+case("Select", "varying condition", lambda x: tf.raw_ops.Select(condition=x > 0, x=tf.exp(x), y=x), P(3), expect="tfshap")
+case("SelectV2", "varying condition, broadcast branch", lambda x: tf.where(x > 0, x, const(x, [4], 11)), P(4), expect="tfshap")
 
 # --- linear: one operand constant -----------------------------------------------------
 case("Conv2D", "3x3 same", lambda x: tf.nn.conv2d(x, const(x, [3, 3, 2, 4], 7), 1, "SAME"), A(5, 5, 2))
@@ -485,17 +519,10 @@ refused(
     ["MaxPool"],
     "explicit padding",
 )
-refused("Cast float to int", lambda x: tf.cast(tf.cast(x, tf.int32), x.dtype), [A(3)], ["Cast"], "int32")
 refused("MatMul both varying", lambda x, y: tf.matmul(x, y, transpose_b=True), [A(3), A(3)], ["MatMul"], "bilinear")
 refused("BatchMatMulV2 both varying", lambda x, y: tf.matmul(x, y), [A(2, 3), A(3, 2)], ["BatchMatMulV2"], "both operands")
 refused("Einsum both varying", lambda x, y: tf.einsum("ni,ni->n", x, y), [A(3), A(3)], ["Einsum"], "more than one")
-refused(
-    "Select varying condition",
-    lambda x, y: tf.where(x > y, x, y),
-    [A(3), A(3)],
-    ["Greater"],
-    "no rule is registered",
-)
+refused("Any over the batch axis", lambda x: tf.where(tf.reduce_any(x > 0, 0), x, 0.0), [P(3)], ["Any"], "batch axis")
 refused(
     "two unknown op types at once",
     lambda x: tf.math.cumprod(x, 1) + tf.math.erfinv(tf.tanh(x)),
