@@ -68,35 +68,6 @@ _register(["Conv2D", "Conv3D", "DepthwiseConv2dNative"], 0, doc="m = ∂out/∂i
 _register(["Conv2DBackpropInput", "Conv3DBackpropInputV2"], 2, doc="m = ∂out/∂input (transposed convolution)")
 
 
-def _one_operand_only(op: tf.Operation, varying: tuple[bool, ...]):
-    if varying[0] and varying[1]:
-        return Refusal(f"both operands of {op.type} vary with the explained inputs (a bilinear product)")
-    return KEEP
-
-
-for _op_type in ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"):
-    register_rule(_op_type, "linear", plan=_one_operand_only, doc="m = ∂out/∂in with the other operand constant")
-
-
-def _einsum_plan(op: tf.Operation, varying: tuple[bool, ...]):
-    if sum(varying) > 1:
-        return Refusal("more than one einsum operand varies with the explained inputs (a multilinear product)")
-    return KEEP
-
-
-register_rule("Einsum", "linear", plan=_einsum_plan, doc="m = ∂out/∂in with the other operands constant")
-
-
-def _inference_batch_norm(op: tf.Operation):
-    if op.get_attr("is_training"):
-        return f"{op.type} computes its own batch moments (is_training=True), which is not linear"
-    return None
-
-
-_register(["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"], 0, when=_inference_batch_norm,
-          doc="m = scale / sqrt(var + eps) (inference statistics)")
-
-
 def _pass_through(op: tf.Operation, *grads):
     """m = 1 for every input: the forward value is the identity."""
     return list(grads)

@@ -1,13 +1,19 @@
-"""Masks: boolean and integer tensors computed from the explained inputs.
+"""Masks and conditions: boolean and integer tensors computed from the explained inputs.
 
-A mask (``Masking``, ``Embedding(mask_zero=True)``, a padding test) is piecewise constant:
-it has no gradient, and DeepSHAP is exact through it only when a sample and its
-reference give the same mask, because then every op downstream is the same function of
-the float inputs for both rows of the pair. So comparisons and logical ops are kept as
-they are, and the two places where a mask re-enters float arithmetic, ``Cast`` to a float
-and the condition of ``Select``, check at run time that both halves of every pair agree.
-Where they differ, explaining stops with :class:`tfshap.MaskMismatchError`; no value is
-returned that would not add up.
+A mask (``Masking``, ``Embedding(mask_zero=True)``, a padding test, ``x > 0`` in a
+``tf.where``) is piecewise constant and has no gradient. Comparisons and logical ops are
+kept as they are; what matters is where a mask re-enters float arithmetic:
+
+* the condition of ``Select``: where it agrees for a sample and its reference, the op is
+  linear in the branch taken. Where it switches, the whole ``Δy = y(x) − y(r)`` is sent
+  through one branch with ``m = Δy / Δbranch``: the branch the sample takes, or the other
+  one where the sample's branch did not change. The sums stay exact; for
+  ``where(t > 0, t, 0.1·t)`` this is exactly the rescale rule of leaky relu, and for a
+  recurrent mask it credits the step's inputs. If neither branch changed but the output
+  did, the jump cannot be attributed and explaining stops with
+  :class:`tfshap.MaskMismatchError`;
+* a ``Cast`` of a mask to a float (a mask multiplying a value): it must be the same for the
+  sample and its reference, checked at run time, with the same error otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import batch_axis_refusal
-from tfshap.pair import halves, unbroadcast, varying_inputs
+from tfshap.pair import both, cached_multipliers, close, halves, ratio, unbroadcast, varying_inputs
 from tfshap.registry import KEEP, Refusal, register_gradient, register_rule
 
 #: Starts the message of the run-time check; the runner turns it into MaskMismatchError.
@@ -31,22 +37,47 @@ def same_for_sample_and_reference(op: tf.Operation, mask: tf.Tensor) -> tf.Opera
     return tf.debugging.Assert(tf.reduce_all(tf.equal(sample, reference)), [f"{MISMATCH_MARKER} {op.name}"])
 
 
-def _checked_select(op: tf.Operation, grad: tf.Tensor):
-    """m = ∂out/∂branch, the condition being the same for the sample and its reference (checked)."""
-    condition, then_value, else_value = op.inputs
-    with tf.control_dependencies([same_for_sample_and_reference(op, condition)]):
-        zeros = tf.zeros_like(grad)
-        then_grad = tf.where(condition, grad, zeros)
-        else_grad = tf.where(condition, zeros, grad)
+@cached_multipliers
+def _select_multipliers(op: tf.Operation) -> tuple[tf.Tensor, tf.Tensor, tf.Operation]:
+    condition = op.inputs[0]
+    shape = tf.shape(op.outputs[0])
+    c_x, c_r = halves(tf.broadcast_to(condition, shape))
+    a_x, a_r = _halves_of(op, 1, shape)
+    b_x, b_r = _halves_of(op, 2, shape)
+    y_x, y_r = halves(op.outputs[0])
+    a_still, b_still = close(a_x, a_r), close(b_x, b_r)
+    switched = tf.not_equal(c_x, c_r)
+    # Where the condition switches, all of Δy goes through one branch: the one the sample
+    # takes, or the other where the sample's branch did not change.
+    through_then = tf.logical_not(a_still) & (c_x | b_still)
+    through_else = tf.logical_not(through_then) & tf.logical_not(b_still)
+    zeros = tf.zeros_like(y_x)
+    m_then = tf.where(switched, ratio(y_x - y_r, a_x - a_r, tf.logical_not(through_then), zeros), tf.cast(c_x, y_x.dtype))
+    m_else = tf.where(switched, ratio(y_x - y_r, b_x - b_r, tf.logical_not(through_else), zeros), tf.cast(~c_x, y_x.dtype))
+    stuck = switched & a_still & b_still & tf.logical_not(close(y_x, y_r))
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(stuck)), [f"{MISMATCH_MARKER} {op.name}"])
+    return both(m_then), both(m_else), check
+
+
+def _halves_of(op: tf.Operation, index: int, shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Sample and reference values of a branch, broadcast to the output's shape (a constant's halves are equal)."""
+    return halves(tf.broadcast_to(op.inputs[index], shape))
+
+
+def _switching_select(op: tf.Operation, grad: tf.Tensor):
+    """m = ∂out/∂branch where the condition agrees; where it switches, m = Δy / Δbranch through one branch."""
+    m_then, m_else, check = _select_multipliers(op)
+    with tf.control_dependencies([check]):
+        then_grad, else_grad = m_then * grad, m_else * grad
     flags = varying_inputs(op)
     return [
         None,
-        unbroadcast(then_grad, tf.shape(then_value)) if flags[1] else None,
-        unbroadcast(else_grad, tf.shape(else_value)) if flags[2] else None,
+        unbroadcast(then_grad, tf.shape(op.inputs[1])) if flags[1] else None,
+        unbroadcast(else_grad, tf.shape(op.inputs[2])) if flags[2] else None,
     ]
 
 
-_CHECKED_SELECT = {t: register_gradient(f"tfshap/mask/{t}", _checked_select) for t in ("Select", "SelectV2")}
+_SWITCHING_SELECT = {t: register_gradient(f"tfshap/mask/{t}", _switching_select) for t in ("Select", "SelectV2")}
 
 
 def _cast_plan(op: tf.Operation, varying: tuple[bool, ...]):
@@ -67,7 +98,7 @@ def _select_plan(op: tf.Operation, varying: tuple[bool, ...]):
         return KEEP  # linear in both branches
     if op.type == "Select" and op.inputs[0].shape.rank not in (None, op.inputs[1].shape.rank):
         return Refusal("Select with a vector condition picks whole rows, which cannot be checked pair by pair")
-    return _CHECKED_SELECT[op.type]
+    return _SWITCHING_SELECT[op.type]
 
 
 def _reduction_plan(op: tf.Operation, varying: tuple[bool, ...]):
@@ -79,7 +110,7 @@ register_rule("Cast", "mask", plan=_cast_plan,
               doc="m = 1 float to float; a mask cast to float must be the same for sample and reference (checked)")
 for _op_type in ("Select", "SelectV2"):
     register_rule(_op_type, "mask", plan=_select_plan,
-                  doc="m = ∂out/∂branch; a varying condition must be the same for sample and reference (checked)")
+                  doc="m = ∂out/∂branch where the condition agrees; where it switches, m = Δy / Δbranch through one branch")
 for _op_type in COMPARISONS + LOGICAL:
     register_rule(_op_type, "mask", plan=lambda op, varying: KEEP, doc="a mask: no gradient; checked where it meets floats")
 for _op_type in ("Any", "All"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -52,7 +53,7 @@ def files(tmp_path_factory):
     # sparsemax sorts (TopKV2) and thresholds (Greater/SelectV2): no exact rule for those.
     unsupported = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.Activation("sparsemax"), keras.layers.Dense(2)])
     unsupported.save(d / "sparsemax.keras")
-    a, b = keras.Input((3,)), keras.Input((2,))
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
     hidden = keras.layers.Dense(4, activation="relu")(a)
     two = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([hidden, b])))
     two.save(d / "two.keras")
@@ -63,6 +64,11 @@ def files(tmp_path_factory):
     np.save(d / "x_bad.npy", rng.random((3, 7, 8, 1), dtype=np.float32))
     np.savez(d / "bg2.npz", rng.random((5, 3), dtype=np.float32), rng.random((5, 2), dtype=np.float32))
     np.savez(d / "x2.npz", rng.random((4, 3), dtype=np.float32), rng.random((4, 2), dtype=np.float32))
+    with np.load(d / "x2.npz") as z:
+        np.savez(d / "x2_named.npz", b=z["arr_1"], a=z["arr_0"])  # by input name, not in input order
+    lambda_model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Lambda(lambda t: 2.0 * t)])
+    lambda_model.save(d / "lambda.keras")
+    np.save(d / "bg3.npy", rng.random((4, 3), dtype=np.float32))
     return d
 
 
@@ -74,7 +80,7 @@ def test_rules_lists_every_registered_op_with_its_family(capsys):
     assert status == 0 and not err
     lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if line and not line.startswith("#")}
     assert lines["Relu"] == "rescale"
-    assert lines["MatMul"] == "linear"
+    assert lines["Reshape"] == "linear"
     assert set(lines) == {r.op_type for r in tfshap.rules()}
     relu_line = next(line for line in out.splitlines() if line.startswith("Relu "))
     assert "(x - r)" in relu_line or "x − r" in relu_line  # the one-line formula
@@ -202,6 +208,128 @@ def test_module_entry_point_reports_errors_without_traceback(files, tmp_path):
     ours = [line for line in proc.stderr.splitlines() if line.startswith("tfshap: error: ")]
     assert len(ours) == 1 and "(3, 7, 8, 1)" in ours[0], proc.stderr
     assert proc.stdout == ""
+
+
+# -- safe loading ---------------------------------------------------------------------------
+def test_lambda_layers_are_refused_unless_allowed(capsys, files, tmp_path):
+    out_npz = tmp_path / "lambda.npz"
+    argv = ["explain", files / "lambda.keras", "--background", files / "bg3.npy", "--inputs", files / "bg3.npy", "--out", out_npz]
+    status, _, err = run(capsys, *argv)
+    assert status == 2
+    assert_one_line_error(err, "Lambda", "--allow-lambda")
+    assert not out_npz.exists()
+    status, _, err = run(capsys, *argv, "--allow-lambda")
+    assert status == 0, err
+    with np.load(out_npz) as z:
+        np.testing.assert_allclose(z["values"].sum(axis=1) + z["base_values"], z["outputs"], atol=1e-5)
+
+
+def test_lambda_layers_are_found_in_h5_and_savedmodel_files(capsys, tmp_path):
+    """tf_keras loads Lambda layers from these even in safe mode: the command line looks first."""
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(2), tf_keras.layers.Lambda(lambda t: 2.0 * t)])
+    model.save(tmp_path / "lambda.h5")
+    model.save(tmp_path / "lambda_savedmodel", save_format="tf")
+    plain = tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(2)])
+    plain.save(tmp_path / "plain.h5")
+    capsys.readouterr()  # tf_keras's own warnings about saving
+    for path in ("lambda.h5", "lambda_savedmodel"):
+        status, out, err = run(capsys, "check", tmp_path / path)
+        assert status == 2 and not out
+        assert_one_line_error(err, "Lambda", "--allow-lambda")
+    status, out, err = run(capsys, "check", tmp_path / "lambda.h5", "--allow-lambda")
+    assert status == 0 and "supported" in out, err
+    assert run(capsys, "check", tmp_path / "plain.h5")[0] == 0
+
+
+# -- inputs: .npz by name, memory-mapped .npy in blocks, progress ------------------------------
+def test_npz_arrays_by_input_name(capsys, files, tmp_path):
+    results = {}
+    for name in ("x2.npz", "x2_named.npz"):
+        status, _, err = run(
+            capsys, "explain", files / "two.keras", "--background", files / "bg2.npz", "--inputs", files / name,
+            "--out", tmp_path / name,
+        )
+        assert status == 0, err
+        with np.load(tmp_path / name) as z:
+            results[name] = (z["values_0"], z["values_1"])
+    for by_order, by_name in zip(results["x2.npz"], results["x2_named.npz"]):
+        np.testing.assert_array_equal(by_order, by_name)
+
+
+def test_npz_with_wrong_names_or_count(capsys, files, tmp_path):
+    rows = np.zeros((2, 3), np.float32)
+    np.savez(tmp_path / "missing.npz", a=rows)
+    np.savez(tmp_path / "three.npz", rows, rows, rows)
+    for name, needles in (("missing.npz", ["lacks ['b']"]), ("three.npz", ["holds 3 array(s)", "expected 2"])):
+        status, _, err = run(
+            capsys, "explain", files / "two.keras", "--background", files / "bg2.npz", "--inputs", tmp_path / name,
+            "--out", tmp_path / "o.npz",
+        )
+        assert status == 2
+        assert_one_line_error(err, "--inputs", *needles)
+
+
+def test_large_inputs_are_memory_mapped_and_explained_in_blocks(capsys, files, tmp_path, monkeypatch):
+    import tfshap
+
+    x = np.random.default_rng(1).random((23, 8, 8, 1), dtype=np.float32)
+    np.save(tmp_path / "many.npy", x)
+    assert isinstance(cli._load_arrays(tmp_path / "many.npy", "--inputs", ["x"], mmap=True)[0], np.memmap)
+    monkeypatch.setattr(cli, "_MAX_BLOCK_ROWS", 5)  # 5 blocks
+    monkeypatch.setattr(cli, "_IN_MEMORY_BYTES", 0)  # values assembled in a memory-mapped scratch file
+    status, out, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", tmp_path / "many.npy",
+        "--out", tmp_path / "many.npz", "--progress",
+    )
+    assert status == 0, err
+    assert "Traceback" not in err
+    assert "explaining [" in err and err.rstrip().endswith("s left") and "23/23 rows" in err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tfshap")] == []  # the scratch file is gone
+    whole = tfshap.compile(files / "cnn.keras", np.load(files / "bg.npy")).explain(x)
+    with np.load(tmp_path / "many.npz") as z:
+        np.testing.assert_allclose(z["values"], whole.values, atol=1e-6)
+        np.testing.assert_allclose(z["outputs"], whole.outputs, atol=1e-6)
+        total = z["values"].reshape(23, -1, 3).sum(axis=1, dtype=np.float64) + z["base_values"]
+        np.testing.assert_allclose(total, z["outputs"], atol=1e-4)
+        assert float(z["additivity_error"]) < 1e-4
+
+
+def test_bad_rows_in_a_later_block_leave_no_output(capsys, files, tmp_path, monkeypatch):
+    x = np.random.default_rng(2).random((9, 8, 8, 1), dtype=np.float32)
+    x[7, 0, 0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    monkeypatch.setattr(cli, "_MAX_BLOCK_ROWS", 4)
+    status, _, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", tmp_path / "nan.npy",
+        "--out", tmp_path / "o.npz", "--no-progress",
+    )
+    assert status == 2
+    assert_one_line_error(err, "--inputs", "NaN")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_progress_bar_redraws_one_line():
+    stream = io.StringIO()
+    with cli.Progress(10, enabled=True, stream=stream) as progress:
+        for done in (4, 8, 10):
+            progress.update(done)
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "[" + "#" * 30 + "] 10/10 rows" in text
+    quiet = io.StringIO()
+    with cli.Progress(10, enabled=False, stream=quiet) as progress:
+        progress.update(10)
+    assert quiet.getvalue() == ""
+
+
+def test_usage_errors_are_one_line(capsys, files):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["explain", str(files / "cnn.keras")])
+    assert exit_.value.code == 2
+    _, err = capsys.readouterr()
+    assert_one_line_error(err, "--background", "--help")
 
 
 # -- demo -------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ UNSUPPORTED = {
     # layer function, op types that must be named (any of them)
     "cumprod": (lambda t: tf.math.cumprod(t, axis=1), ["Cumprod"]),
     "sort": (lambda t: tf.sort(t, axis=-1), ["TopKV2"]),
-    "where": (lambda t: tf.where(t > 0, t, 0.1 * t), ["Greater", "SelectV2", "Select"]),
 }
 
 

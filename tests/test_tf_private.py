@@ -56,3 +56,91 @@ def test_registered_gradient_names_lists_tfshap_rules():
     names = _tf_private.registered_gradient_names()
     assert "tfshap/rescale/Relu" in names
     assert "Relu" in names
+
+
+def _double_gradient_name():
+    name = "tfshap/test/double"
+    if name not in _tf_private.registered_gradient_names():
+        tf.RegisterGradient(name)(lambda op, *grads: [2.0 * g for g in grads])
+    return name
+
+
+@tf.function(autograph=False)
+def _nested_tanh(x):
+    return tf.tanh(x)
+
+
+def test_override_gradient_replaces_a_nested_function_calls_own_gradient_on_that_op_only():
+    @tf.function(autograph=False)
+    def f(x):
+        y = _nested_tanh(x)
+        assert y.op.type == "PartitionedCall" and y.op._gradient_function is not None
+        _tf_private.override_gradient(y.op, _double_gradient_name())
+        return tf.gradients(y, x)[0]
+
+    x = tf.constant([[0.3, -1.0]], tf.float64)
+    np.testing.assert_array_equal(f(x).numpy(), [[2.0, 2.0]])
+    with tf.GradientTape() as tape:  # the nested function elsewhere keeps its true gradient
+        tape.watch(x)
+        y = _nested_tanh(x)
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), 1 - np.tanh(x.numpy()) ** 2)
+
+
+def test_called_function_copy_is_a_fresh_graph_of_the_callee():
+    @tf.function(autograph=False)
+    def f(x):
+        y = _nested_tanh(x)
+        copy = _tf_private.called_function_copy(y.op)
+        assert copy is not _tf_private.called_function_copy(y.op)
+        assert [op.type for op in copy.get_operations() if op.type == "Tanh"] == ["Tanh"]
+        assert len(copy.inputs) == 1 and copy.inputs[0].shape.as_list() == [None, 2]
+        return y
+
+    f.get_concrete_function(tf.TensorSpec([None, 2], tf.float64))
+
+
+def test_branch_graphs_are_the_graphs_the_cond_gradient_differentiates():
+    name = _double_gradient_name()
+
+    @tf.function(autograph=False)
+    def f(x, index):
+        y_if = tf.cond(index > 0, lambda: tf.tanh(x), lambda: tf.sigmoid(x))
+        y_case = tf.switch_case(index, [lambda: tf.sigmoid(x), lambda: tf.tanh(x)])
+        for y in (y_if, y_case):
+            op = y.op if y.op.type.endswith(("If", "Case")) else y.op.inputs[0].op
+            for branch in _tf_private.branch_graphs(op):
+                for inner in branch.get_operations():
+                    if inner.type in ("Tanh", "Sigmoid"):
+                        _tf_private.override_gradient(inner, name)
+        return tf.gradients(y_if, x)[0], tf.gradients(y_case, x)[0]
+
+    for grad in f(tf.constant([0.5, -2.0], tf.float64), tf.constant(1)):
+        np.testing.assert_array_equal(grad.numpy(), [2.0, 2.0])
+
+
+def test_write_saved_model_fingerprint_follows_an_edited_saved_model(tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    module = tf.Module()
+    module.v = tf.Variable(1.0)
+    tf.saved_model.save(module, str(tmp_path))
+    before = tf.saved_model.experimental.read_fingerprint(str(tmp_path)).saved_model_checksum
+    pb = tmp_path / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    saved.meta_graphs[0].meta_info_def.meta_graph_version = "edited"
+    pb.write_bytes(saved.SerializeToString())
+    _tf_private.write_saved_model_fingerprint(tmp_path)
+    assert tf.saved_model.experimental.read_fingerprint(str(tmp_path)).saved_model_checksum not in (0, before)
+    assert float(tf.saved_model.load(str(tmp_path)).v.numpy()) == 1.0
+
+
+def test_keras2_safe_mode_is_the_flag_tf_keras_legacy_loaders_read():
+    from tf_keras.src.saving import serialization_lib
+
+    before = serialization_lib.in_safe_mode()
+    with _tf_private.keras2_safe_mode(True):
+        assert serialization_lib.in_safe_mode() is True
+        with _tf_private.keras2_safe_mode(False):
+            assert serialization_lib.in_safe_mode() is False
+        assert serialization_lib.in_safe_mode() is True
+    assert serialization_lib.in_safe_mode() == before

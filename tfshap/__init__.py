@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from . import plots
 from . import rewrite_rules as _rules  # noqa: F401  (registers every rule once, at import)
 from .attributions import Attributions
 from .errors import AdditivityError, CompileError, MaskMismatchError, UnsupportedOpError
 from .explainers import CompiledExplainer, DeepExplainer, compile
+from .gradients import GradientExplainer
 from .registry import register_rule, rules
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``tfshap.keras`` on first use: it imports both Kerases, which ``import tfshap`` does not need."""
+    if name == "keras":
+        import importlib
+
+        return importlib.import_module(".keras", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Attributions",
@@ -16,9 +28,11 @@ __all__ = [
     "CompileError",
     "CompiledExplainer",
     "DeepExplainer",
+    "GradientExplainer",
     "MaskMismatchError",
     "UnsupportedOpError",
     "compile",
+    "plots",
     "register_rule",
     "rules",
 ]

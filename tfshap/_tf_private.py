@@ -31,8 +31,15 @@ def get_string_attr(op: tf.Operation, name: str) -> str | None:
 
 
 def override_gradient(op: tf.Operation, gradient_name: str) -> None:
-    """Make symbolic ``tf.gradients`` use the gradient registered as ``gradient_name`` for ``op``."""
+    """Make symbolic ``tf.gradients`` use the gradient registered as ``gradient_name`` for ``op``.
+
+    A call op of a nested ``tf.function`` carries its own gradient function in the Python
+    attribute ``_gradient_function``, which ``ops.get_gradient_function`` reads before the
+    attribute; it is cleared on this op (of the graph being explained) only.
+    """
     set_string_attr(op, GRADIENT_OP_TYPE_ATTR, gradient_name)
+    if getattr(op, "_gradient_function", None) is not None:
+        op._gradient_function = None  # noqa: SLF001
 
 
 def registered_gradient_names() -> frozenset[str]:
@@ -75,3 +82,55 @@ def standard_rnn_cells(layers):
     finally:
         for layer, attr, value in reversed(saved):
             setattr(layer, attr, value)
+
+
+def write_saved_model_fingerprint(export_dir) -> None:
+    """Recompute a SavedModel's ``fingerprint.pb`` from its files (``fingerprinting_utils.write_fingerprint``),
+    after ``saved_model.pb`` was edited."""
+    from tensorflow.python.saved_model import fingerprinting_utils
+
+    fingerprinting_utils.write_fingerprint(str(export_dir))
+
+
+def branch_graphs(op: tf.Operation):
+    """The branch ``FuncGraph``s that the gradient of an ``If``/``StatelessIf`` or ``Case``/``StatelessCase``
+    op will differentiate, or None.
+
+    cond_v2 keeps an If's branch graphs on the op (``_true_graph``, ``_false_graph``); a Case's
+    gradient rebuilds its branches from the library unless the op caches them as
+    ``_branch_graph_<i>`` (``cond_v2.get_func_graphs``), so copies are built and cached there,
+    on this op only.
+    """
+    if op.type in ("If", "StatelessIf"):
+        branches = [getattr(op, "_true_graph", None), getattr(op, "_false_graph", None)]
+        return None if None in branches else branches
+    shapes = [t.shape for t in op.inputs[1:]]  # input 0 is the branch index
+    for i, branch in enumerate(op.get_attr("branches")):
+        if getattr(op, f"_branch_graph_{i}", None) is None:
+            setattr(op, f"_branch_graph_{i}", _function_copy(op, branch.name, shapes))
+    return [getattr(op, f"_branch_graph_{i}") for i in range(len(op.get_attr("branches")))]
+
+
+def called_function_copy(op: tf.Operation):
+    """A private ``FuncGraph`` copy of the function a ``PartitionedCall``/``StatefulPartitionedCall`` runs.
+
+    A copy, because the function's own graph is shared with every other caller of it: the
+    rewrite may mark the copy's ops without touching anything outside this explanation.
+    """
+    return _function_copy(op, op.get_attr("f").name, [t.shape for t in op.inputs])
+
+
+def _function_copy(op: tf.Operation, function_name: str, input_shapes):
+    """A fresh ``FuncGraph`` of a library function, found from ``op``'s graph outwards
+    (``control_flow_util_v2.get_func_graph``, which cond_v2 and while_v2 use the same way)."""
+    from tensorflow.python.ops import control_flow_util_v2
+
+    return control_flow_util_v2.get_func_graph(op, input_shapes, function_name)
+
+
+def keras2_safe_mode(safe_mode: bool):
+    """tf_keras's thread-local safe-mode scope (``serialization_lib.SafeModeScope``): its legacy
+    ``.h5``/SavedModel loader ignores ``load_model(safe_mode=...)`` and reads the flag from here."""
+    from tf_keras.src.saving import serialization_lib
+
+    return serialization_lib.SafeModeScope(safe_mode)

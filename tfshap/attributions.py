@@ -11,7 +11,9 @@ import numpy as np
 class Attributions:
     """``values``: ``(n, *input_shape, n_outputs)`` per input (a list for several inputs);
     ``base_values``: ``(n_outputs,)``; ``outputs``: ``(n, n_outputs)``;
-    ``additivity_error``: ``max |sum(values) + base_values - outputs|``."""
+    ``additivity_error``: ``max |sum(values) + base_values - outputs|``;
+    ``convergence_delta`` (expected and integrated gradients): ``(n, n_outputs)``,
+    ``sum(values) − (outputs − base_values)`` per sample and output."""
 
     values: np.ndarray | list[np.ndarray]
     base_values: np.ndarray
@@ -19,6 +21,7 @@ class Attributions:
     additivity_error: float
     data: np.ndarray | list[np.ndarray] | None = field(default=None, repr=False)
     output_indices: np.ndarray | None = field(default=None, repr=False)
+    convergence_delta: np.ndarray | None = field(default=None, repr=False)
 
     def per_token(self) -> np.ndarray | list[np.ndarray]:
         """Attributions to an embedding layer summed over the embedding axis: ``(n, seq_len, n_outputs)``."""

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
+import time
+import zipfile
 from pathlib import Path
 
 EXIT_OK, EXIT_UNSUPPORTED, EXIT_USAGE = 0, 1, 2
@@ -87,15 +91,52 @@ def cmd_rules(args) -> int:
 
 
 # -- loading files -------------------------------------------------------------------------
-def _load_model(path: str):
+#: A Keras config entry for a Lambda layer: its function is Python code stored in the file.
+_LAMBDA_CONFIG = re.compile(rb'"class_name"\s*:\s*"Lambda"')
+
+
+def _load_model(path: str, *, allow_lambda: bool = False):
+    """A saved model, loaded with Keras's safe mode; Lambda layers only with ``allow_lambda``."""
     from .trace import load_model
 
     if not Path(path).exists():
         raise CliError(f"no model at {path!r}: expected a .keras or .h5 file or a SavedModel directory")
+    if not allow_lambda and _has_lambda_layer(Path(path)):
+        raise CliError(
+            f"{path} holds a Lambda layer, whose Python code would run when loading it; "
+            "pass --allow-lambda if you trust this file"
+        )
     try:
-        return load_model(path)
+        return load_model(path, safe_mode=not allow_lambda)
     except ValueError as exc:
         raise CliError(str(exc).splitlines()[0] + _first_reason(str(exc))) from None
+
+
+def _has_lambda_layer(path: Path) -> bool:
+    """Whether the Keras config saved at ``path`` names a Lambda layer (checked before loading:
+    tf_keras loads them from .h5 files and SavedModel directories even in safe mode)."""
+    return any(_LAMBDA_CONFIG.search(text) for text in _keras_configs(path))
+
+
+def _keras_configs(path: Path) -> list[bytes]:
+    """The model config JSON stored by Keras: config.json of a .keras zip, the .h5 ``model_config``
+    attribute, a SavedModel's keras_metadata.pb (JSON inside a proto). Empty where none is found."""
+    try:
+        if path.is_dir():
+            metadata = path / "keras_metadata.pb"
+            return [metadata.read_bytes()] if metadata.is_file() else []
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return [archive.read(name) for name in archive.namelist() if name.endswith("config.json")]
+        if path.suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                config = f.attrs.get("model_config", b"")
+            return [config.encode() if isinstance(config, str) else bytes(config)]
+    except (OSError, zipfile.BadZipFile, ImportError):
+        return []  # unreadable: the loader reports it
+    return []
 
 
 def _first_reason(message: str) -> str:
@@ -103,24 +144,50 @@ def _first_reason(message: str) -> str:
     return f" ({lines[0]})" if lines else ""
 
 
-def _load_arrays(path: str, what: str) -> list:
-    """One array from ``.npy``; the arrays of an ``.npz`` in the order they were saved."""
+def _load_arrays(path: str, what: str, names: list[str], *, mmap: bool = False) -> list:
+    """One array from ``.npy`` (memory-mapped with ``mmap``); from ``.npz``, one array per model
+    input: by input name where the file uses the names, else in the order they were saved."""
     import numpy as np
 
     p = Path(path)
     if not p.is_file():
         raise CliError(f"{what}: no file {path!r} (expected a .npy array, or a .npz of arrays for several inputs)")
     try:
-        loaded = np.load(p, allow_pickle=False)
+        loaded = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return [loaded]
+        with loaded:
+            keys = _npz_keys(loaded.files, names, what, path)
+            return [loaded[key] for key in keys]
+    except CliError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one user error
         raise CliError(f"{what}: cannot read {path!r} as .npy/.npz: {type(exc).__name__}: {_one_line(exc)}") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            arrays = [loaded[name] for name in loaded.files]
-        if not arrays:
-            raise CliError(f"{what}: {path!r} holds no arrays")
-        return arrays
-    return [loaded]
+
+
+def _npz_keys(files: list[str], names: list[str], what: str, path: str) -> list[str]:
+    """Which arrays of an .npz feed the model inputs ``names``, in input order."""
+    if not files:
+        raise CliError(f"{what}: {path!r} holds no arrays")
+    if any(name in files for name in names):
+        missing = [name for name in names if name not in files]
+        if missing:
+            raise CliError(f"{what}: {path!r} names arrays by model input but lacks {missing}; the model inputs are {names}")
+        return names
+    if names and len(files) != len(names):
+        raise CliError(
+            f"{what}: {path!r} holds {len(files)} array(s) {files}; expected {len(names)}, one per model input "
+            f"{names}, named so or in input order"
+        )
+    return files
+
+
+def _model_input_names(model) -> list[str]:
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        return []
+    return [str(t.name).split(":")[0] for t in inputs]
 
 
 def _model_input_shapes(model) -> list:
@@ -165,8 +232,9 @@ def _rule_rows(explainer) -> list[tuple[str, str, int]]:
 def cmd_check(args) -> int:
     import tfshap
 
-    model = _load_model(args.model)
-    background = _load_arrays(args.background, "--background") if args.background else _zeros_background(model)
+    model = _load_model(args.model, allow_lambda=args.allow_lambda)
+    names = _model_input_names(model)
+    background = _load_arrays(args.background, "--background", names) if args.background else _zeros_background(model)
     try:
         explainer = tfshap.compile(model, _one_or_list(background), output=args.output)
     except ValueError as exc:
@@ -231,9 +299,10 @@ def cmd_explain(args) -> int:
         raise CliError(f"--out: the directory {str(out.parent)!r} does not exist")
     if args.plot and not Path(args.plot).parent.exists():
         raise CliError(f"--plot: the directory {str(Path(args.plot).parent)!r} does not exist")
-    model = _load_model(args.model)
-    background = _load_arrays(args.background, "--background")
-    inputs = _load_arrays(args.inputs, "--inputs")
+    model = _load_model(args.model, allow_lambda=args.allow_lambda)
+    names = _model_input_names(model)
+    background = _load_arrays(args.background, "--background", names)
+    inputs = _load_arrays(args.inputs, "--inputs", names, mmap=True)
     if args.plot and (len(inputs) != 1 or not _is_image_like(inputs[0].shape)):
         shapes = ", ".join(str(a.shape) for a in inputs)
         raise CliError(f"--plot needs one image-like input of shape (n, h, w) or (n, h, w, c) with c in 1, 3, 4; got {shapes}")
@@ -243,31 +312,128 @@ def cmd_explain(args) -> int:
         raise CliError(f"{args.model} is not supported: {_unsupported_summary(exc)}", EXIT_UNSUPPORTED) from None
     except ValueError as exc:
         raise _about_file(exc, "background", f"--background {args.background}") from None
-    try:
-        result = explainer.explain(_one_or_list(inputs))
-    except ValueError as exc:
-        raise _about_file(exc, "x", f"--inputs {args.inputs}") from None
-    explainer.check_additivity(result)
-    arrays = {"base_values": result.base_values, "outputs": result.outputs, "additivity_error": np.float64(result.additivity_error)}
-    if isinstance(result.values, list):
-        arrays.update({f"values_{i}": v for i, v in enumerate(result.values)})
-        shapes = ", ".join(f"values_{i} {v.shape}" for i, v in enumerate(result.values))
-    else:
-        arrays["values"] = result.values
-        shapes = f"values {result.values.shape}"
-    np.savez(out, **arrays)
-    print(
-        f"wrote {out}: {shapes}, base_values {result.base_values.shape}, outputs {result.outputs.shape}; "
-        f"additivity error {result.additivity_error:.2e}"
-    )
-    if args.plot:
-        from .demo import plot_attributions
+    _check_rows(inputs, explainer.traced.input_specs, f"--inputs {args.inputs}")
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tfshap-") as scratch:
+        with Progress(len(inputs[0]), enabled=_show_progress(args)) as progress:
+            result = explain_in_blocks(explainer, inputs, f"--inputs {args.inputs}", Path(scratch), progress)
+        arrays = {"base_values": result.base_values, "outputs": result.outputs, "additivity_error": np.float64(result.additivity_error)}
+        if isinstance(result.values, list):
+            arrays.update({f"values_{i}": v for i, v in enumerate(result.values)})
+            shapes = ", ".join(f"values_{i} {v.shape}" for i, v in enumerate(result.values))
+        else:
+            arrays["values"] = result.values
+            shapes = f"values {result.values.shape}"
+        np.savez(out, **arrays)
+        print(
+            f"wrote {out}: {shapes}, base_values {result.base_values.shape}, outputs {result.outputs.shape}; "
+            f"additivity error {result.additivity_error:.2e}"
+        )
+        if args.plot:
+            from .demo import plot_attributions
 
-        shown = min(len(inputs[0]), 32)
-        predicted = np.argmax(result.outputs, axis=1)
-        plot_attributions(args.plot, inputs[0][:shown], result.values[:shown], predicted[:shown], title=f"tfshap: {Path(args.model).name}")
-        print(f"wrote {args.plot}" + (f" (the first {shown} of {len(inputs[0])} inputs)" if shown < len(inputs[0]) else ""))
+            shown = min(len(inputs[0]), 32)
+            predicted = np.argmax(result.outputs[:shown], axis=1)
+            plot_attributions(
+                args.plot, np.asarray(inputs[0][:shown]), np.asarray(result.values[:shown]), predicted,
+                title=f"tfshap: {Path(args.model).name}",
+            )
+            print(f"wrote {args.plot}" + (f" (the first {shown} of {len(inputs[0])} inputs)" if shown < len(inputs[0]) else ""))
     return EXIT_OK
+
+
+def _check_rows(arrays: list, specs, where: str) -> None:
+    """The number and per-row shapes of the input arrays, checked before explaining any of them."""
+    if len(arrays) != len(specs):
+        raise CliError(f"{where}: the model takes {len(specs)} input(s); got {len(arrays)} array(s)")
+    for i, (array, spec) in enumerate(zip(arrays, specs)):
+        expected = spec.shape[1:]
+        if array.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(expected, array.shape[1:])):
+            dims = ", ".join(["n", *("?" if d is None else str(d) for d in expected)])
+            which = "" if len(specs) == 1 else f" for model input {i}"
+            raise CliError(f"{where}: expected an array of shape ({dims}){which}; got {array.shape}")
+    lengths = [len(a) for a in arrays]
+    if len(set(lengths)) > 1:
+        raise CliError(f"{where}: the arrays must have the same number of rows; got {lengths}")
+
+
+#: Rows explained per call are capped so that one block's values take at most this many bytes.
+_BLOCK_BYTES = 64 << 20
+_MAX_BLOCK_ROWS = 256
+#: Values larger than this are assembled in a memory-mapped scratch file, not in memory.
+_IN_MEMORY_BYTES = 256 << 20
+
+
+def explain_in_blocks(explainer, inputs: list, where: str, scratch: Path, progress: "Progress"):
+    """Attributions of ``inputs`` (arrays or memory maps) explained a block of rows at a time."""
+    import numpy as np
+
+    from .attributions import Attributions
+
+    n = len(inputs[0])
+    row_bytes = 8 * explainer.n_outputs * sum(int(np.prod(a.shape[1:])) for a in inputs)
+    rows = int(np.clip(_BLOCK_BYTES // max(row_bytes, 1), 1, _MAX_BLOCK_ROWS))
+    values, outputs, base, error = None, None, None, 0.0
+    for start in range(0, n, rows):
+        block = [np.asarray(a[start : start + rows]) for a in inputs]
+        try:
+            part = explainer.explain(_one_or_list(block))
+        except ValueError as exc:
+            raise _about_file(exc, "x", where) from None
+        explainer.check_additivity(part)
+        parts = part.values if isinstance(part.values, list) else [part.values]
+        if values is None:
+            values = [_output_array(scratch / f"values_{i}.npy", (n, *p.shape[1:]), p.dtype) for i, p in enumerate(parts)]
+            outputs, base = np.empty((n, part.outputs.shape[1]), part.outputs.dtype), part.base_values
+        for total, p in zip(values, parts):
+            total[start : start + len(p)] = p
+        outputs[start : start + len(part.outputs)] = part.outputs
+        error = max(error, part.additivity_error)
+        progress.update(min(start + rows, n))
+    return Attributions(values=_one_or_list(values), base_values=base, outputs=outputs, additivity_error=error)
+
+
+def _output_array(path: Path, shape: tuple, dtype):
+    import numpy as np
+
+    if int(np.prod(shape)) * np.dtype(dtype).itemsize <= _IN_MEMORY_BYTES:
+        return np.empty(shape, dtype)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _show_progress(args) -> bool:
+    return sys.stderr.isatty() if args.progress is None else args.progress
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn in place; a context manager that ends the line."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, *, enabled: bool, stream=None):
+        self.total, self.enabled = total, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.start = time.monotonic()
+        self.drawn = False
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        filled = self.WIDTH * done // max(self.total, 1)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self.stream.write(f"\rexplaining [{bar}] {done}/{self.total} rows, {rate:.1f} rows/s, {eta:.0f} s left ")
+        self.stream.flush()
+        self.drawn = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -282,10 +448,24 @@ def cmd_demo(args) -> int:
 
 
 # -- main -----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"tfshap: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _add_allow_lambda(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-lambda", action="store_true",
+        help="load Lambda layers, whose Python code runs on loading (only for files you trust)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfshap", description="Exact DeepSHAP attributions for TensorFlow 2 and Keras models, as a compiler pass."
     )
     parser.add_argument("--version", action="version", version=f"tfshap {__version__}")
@@ -300,16 +480,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="a .keras or .h5 file or a SavedModel directory")
     p.add_argument("--background", metavar="BG.npy", help="background rows (.npy, or .npz for several inputs); default: one row of zeros")
     p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's")
+    _add_allow_lambda(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("explain", help="write the attributions of inputs to a .npz")
     p.add_argument("model", metavar="MODEL", help="a .keras or .h5 file or a SavedModel directory")
-    p.add_argument("--background", required=True, metavar="BG.npy", help="background rows (.npy, or .npz of arrays in input order)")
-    p.add_argument("--inputs", required=True, metavar="X.npy", help="rows to explain (.npy, or .npz of arrays in input order)")
+    p.add_argument("--background", required=True, metavar="BG.npy", help="background rows (.npy, or .npz of one array per model input, by input name or in input order)")
+    p.add_argument("--inputs", required=True, metavar="X.npy", help="rows to explain (.npy, memory-mapped and explained in blocks; or .npz as for --background)")
     p.add_argument("--out", required=True, metavar="OUT.npz", help="where to write values (values_0, values_1, ... for several inputs), base_values, outputs")
     p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's")
     p.add_argument("--batch-size", type=int, metavar="PAIRS", help="(sample, background) pairs per chunk; default: from available memory")
     p.add_argument("--plot", metavar="OUT.png", help="also write a heatmap grid (image-like inputs)")
+    _add_allow_lambda(p)
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("demo", help="train a digits CNN, explain it, check additivity, time it, plot it")

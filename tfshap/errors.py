@@ -14,8 +14,9 @@ class AdditivityError(AssertionError):
 
 
 class MaskMismatchError(ValueError):
-    """A mask (padding, ``Masking``, ``mask_zero``) differs between a sample and a background row.
+    """A mask differs between a sample and a background row where no exact treatment exists.
 
-    DeepSHAP through a mask is exact only when a sample and its reference share it; tfshap
-    stops rather than return attributions that would not add up.
+    A mask cast to a float (tf_keras ``Masking`` multiplies by one) must be the same for a
+    sample and its reference, and a ``tf.where`` whose condition switches needs a branch
+    that changed; tfshap stops rather than return attributions that would not add up.
     """

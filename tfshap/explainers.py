@@ -7,11 +7,12 @@ import tensorflow as tf
 
 from .attributions import Attributions, summed
 from .errors import AdditivityError
-from .runner import Program, default_batch_size, run_pairs
+from .graph import varying_tensors
+from .runner import Program, default_batch_size, run_pairs, strategy_devices
 from .trace import trace
 from .validate import as_arrays
 
-METHODS = ("deep",)
+METHODS = ("deep", "expected_gradients", "integrated_gradients")
 RANK_ORDERS = ("max", "min", "max_abs")
 
 #: Additivity tolerance, relative to max(1, |f(x)|, |E f(b)|), by the dtype of the explained function.
@@ -21,9 +22,10 @@ _RELATIVE_TOLERANCE = {tf.float64: 1e-8, tf.float32: 5e-4, tf.float16: 2e-2, tf.
 class CompiledExplainer:
     """A model traced and rewritten once; reused for many calls; follows the model's live weights."""
 
-    def __init__(self, model, background, *, output=None, inputs=None, method="deep", batch_size=None, jit_compile=None):
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    def __init__(self, model, background, *, output=None, inputs=None, method="deep", batch_size=None, jit_compile=None,
+                 strategy=None):
+        if method != "deep":  # the gradient methods are tfshap.gradients.PathExplainer, reached through compile()
+            raise ValueError(f"method must be one of {METHODS} (through tfshap.compile); got {method!r}")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
         raw_background = background
@@ -40,6 +42,7 @@ class CompiledExplainer:
         self.output_dtype = probe.dtype
         self.program.chunk(self.n_outputs)  # traces and rewrites now: unsupported ops fail at compile time
         self._batch_size = batch_size
+        self.devices = strategy_devices(strategy)
 
     # -- the model itself -------------------------------------------------------------------
     def _forward(self, arrays) -> np.ndarray:
@@ -77,7 +80,7 @@ class CompiledExplainer:
         index = self._output_index(outputs, ranked_outputs, output_rank_order)
         k = index.shape[1]
         try:
-            values = run_pairs(self.program.chunk(k), arrays, self.background, index, self.batch_size(k))
+            values = run_pairs(self.program.chunk(k), arrays, self.background, index, self.batch_size(k), self.devices)
         except tf.errors.InvalidArgumentError as error:
             raise self.program.mask_mismatch(error) from None
         selected_outputs = np.take_along_axis(outputs, index, axis=1)
@@ -125,14 +128,22 @@ class CompiledExplainer:
 
     def tolerance(self, outputs: np.ndarray, base: np.ndarray) -> float:
         scale = max(1.0, float(np.max(np.abs(outputs), initial=0)), float(np.max(np.abs(base), initial=0)))
-        return _RELATIVE_TOLERANCE.get(self.output_dtype, 5e-4) * scale
+        return _RELATIVE_TOLERANCE.get(self.compute_dtype, 5e-4) * scale
+
+    @property
+    def compute_dtype(self) -> tf.DType:
+        """The least precise float dtype the model computes in (float16 under mixed_float16, whatever its output)."""
+        graph = self.program.forward.get_concrete_function().graph
+        varying = varying_tensors(graph.get_operations(), graph.inputs[: len(self.traced.input_specs)])
+        floats = {ref.deref().dtype for ref in varying if ref.deref().dtype.is_floating}
+        return max(floats | {self.output_dtype}, key=lambda d: _RELATIVE_TOLERANCE.get(d, 5e-4))
 
     def check_additivity(self, attributions: Attributions) -> None:
         tol = self.tolerance(attributions.outputs, attributions.base_values)
         if not attributions.additivity_error <= tol:
             raise AdditivityError(
                 f"the attributions miss f(x) - E[f(background)] by {attributions.additivity_error:.3g}, "
-                f"more than the {self.output_dtype.name} tolerance {tol:.3g}; rules involved: {self.rules_used}"
+                f"more than the {self.compute_dtype.name} tolerance {tol:.3g}; rules involved: {self.rules_used}"
             )
 
     def shap_values(self, X, ranked_outputs=None, output_rank_order="max", check_additivity=True):
@@ -144,12 +155,31 @@ class CompiledExplainer:
             return result.values
         return result.values, result.output_indices
 
+    def export(self, path):
+        """Write a SavedModel (background baked in) with ``explain(x)`` and ``serving_default``; loads without tfshap."""
+        from .export import export
+
+        return export(self, path)
+
 
 def compile(model, background, *, output=None, inputs=None, method="deep", batch_size=None, jit_compile=None, **method_options):  # noqa: A001
-    """Trace and rewrite ``model`` once; the returned explainer is reused for many calls."""
+    """Trace and rewrite ``model`` once; the returned explainer is reused for many calls.
+
+    ``method="expected_gradients"`` (options ``nsamples=200``, ``local_smoothing=0``,
+    ``rseed=None``) and ``"integrated_gradients"`` (``steps=50``, ``rule="gauss_legendre"``
+    or ``"midpoint"``) use the model's plain gradients, without a rewrite (``tfshap.gradients``).
+    ``method="deep"`` takes ``strategy=`` (a ``tf.distribute`` strategy, e.g. ``MirroredStrategy``):
+    chunks of pairs are dealt out to its devices; inside a strategy's scope, that strategy is used.
+    """
+    if method in ("expected_gradients", "integrated_gradients"):
+        from .gradients import PathExplainer
+
+        return PathExplainer(model, background, method=method, output=output, inputs=inputs, batch_size=batch_size, jit_compile=jit_compile, **method_options)
+    strategy = method_options.pop("strategy", None)
     if method_options:
-        raise ValueError(f"method {method!r} takes no options; got {sorted(method_options)}")
-    return CompiledExplainer(model, background, output=output, inputs=inputs, method=method, batch_size=batch_size, jit_compile=jit_compile)
+        raise ValueError(f"method {method!r} takes no options other than strategy; got {sorted(method_options)}")
+    return CompiledExplainer(model, background, output=output, inputs=inputs, method=method, batch_size=batch_size,
+                             jit_compile=jit_compile, strategy=strategy)
 
 
 class DeepExplainer:

@@ -25,6 +25,8 @@ def reapply(op: tf.Operation, *inputs: tf.Tensor) -> tf.Tensor:
 
 
 WHILE_OPS = frozenset({"While", "StatelessWhile"})
+BRANCH_OPS = frozenset({"If", "StatelessIf", "Case", "StatelessCase"})
+CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
 
 def varying_tensors(ops: Iterable[tf.Operation], sources: Sequence[tf.Tensor], blocked: Sequence[tf.Tensor] = ()) -> set:

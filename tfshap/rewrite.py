@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import tensorflow as tf
 
 from . import _tf_private, registry
 from .errors import UnsupportedOpError
-from .graph import WHILE_OPS, reaching_loop_vars, reaching_tensors, varying_loop_vars, varying_tensors
+from .graph import BRANCH_OPS, CALL_OPS, WHILE_OPS, reaching_loop_vars, reaching_tensors, varying_loop_vars, varying_tensors
 from .pair import mark_varying
 
 
@@ -64,6 +65,10 @@ def _rewrite_graph(ops, sources, targets, report: RewriteReport, problems) -> No
             continue
         if op.type in WHILE_OPS:
             _rewrite_loop_body(op, flags, reaching, report, problems)
+        elif op.type in BRANCH_OPS:
+            _rewrite_branches(op, flags, reaching, report, problems)
+        elif op.type in CALL_OPS:
+            _rewrite_called_function(op, flags, reaching, report, problems)
         if decision is not registry.KEEP:
             mark_varying(op, flags)
             _tf_private.override_gradient(op, decision)
@@ -88,6 +93,47 @@ def _rewrite_loop_body(op, flags, reaching, report, problems) -> None:
         body.get_operations(),
         [body.inputs[i] for i in sorted(loop_vars)],
         [body.outputs[j] for j in sorted(reached)],
+        report,
+        problems,
+    )
+
+
+def _rewrite_branches(op, flags, reaching, report, problems) -> None:
+    """Rules inside each branch of an If or Case (whose branch index does not vary)."""
+    branches = _tf_private.branch_graphs(op)
+    if branches is None:
+        problems[op.type].append((op, "its branch graphs cannot be reached (not built by cond_v2)"))
+        return
+    varying = [i for i, v in enumerate(flags[1:]) if v]  # input 0 picks the branch
+    reached = [j for j, t in enumerate(op.outputs) if t.ref() in reaching]
+    for branch in branches:
+        _rewrite_graph(
+            branch.get_operations(),
+            [branch.inputs[i] for i in varying],
+            [branch.outputs[j] for j in reached],
+            report,
+            problems,
+        )
+
+
+#: Private, rewritten copies of the functions that call ops run, by graph and op name; the
+#: call's gradient inlines the copy (see ``tfshap.rewrite_rules.control_flow``).
+_called_copies: "weakref.WeakKeyDictionary[tf.Graph, dict[str, tf.Graph]]" = weakref.WeakKeyDictionary()
+
+
+def called_copy(op: tf.Operation):
+    """The rewritten copy of the function ``op`` calls."""
+    return _called_copies[op.graph][op.name]
+
+
+def _rewrite_called_function(op, flags, reaching, report, problems) -> None:
+    """Rules inside a private copy of a nested ``tf.function``: its own graph is shared with other callers."""
+    copy = _tf_private.called_function_copy(op)
+    _called_copies.setdefault(op.graph, {})[op.name] = copy
+    _rewrite_graph(
+        copy.get_operations(),
+        [copy.inputs[i] for i, v in enumerate(flags) if v],
+        [copy.outputs[j] for j, t in enumerate(op.outputs) if t.ref() in reaching],
         report,
         problems,
     )

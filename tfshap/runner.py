@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Sequence
 
 import numpy as np
@@ -109,11 +110,14 @@ class Program:
         """
         around = varying_tensors(ops, paired, blocked=attributed)
         feeding_layer = reaching_tensors(ops, attributed)
-        masks = [
+        # an integer or boolean model input beside the layer (a mask input) is a mask too
+        mask_inputs = [t for t in paired if not t.dtype.is_floating and t.ref() not in feeding_layer]
+        masks = mask_inputs + [
             t for op in ops for t in op.outputs
             if t.ref() in around and t.ref() not in feeding_layer and not t.dtype.is_floating
         ]
-        if y.ref() in varying_tensors(ops, paired, blocked=[*attributed, *masks]):
+        others = [t for t in paired if all(t is not m for m in mask_inputs)]
+        if y.ref() in varying_tensors(ops, others, blocked=[*attributed, *masks]):
             raise CompileError(
                 f"the output depends on the model inputs other than through layer "
                 f"{self.traced.attributed_layer!r}, so attributions to that layer cannot add up; "
@@ -130,10 +134,10 @@ class Program:
         layer = self._layer_of(op_name)
         where = f" in layer {layer!r}" if layer else ""
         return MaskMismatchError(
-            f"the mask used by {op_name!r}{where} differs between a sample and a background row. DeepSHAP "
-            "through a mask is exact only when they agree, so nothing was returned. Expected background rows "
-            "masked like the samples (e.g. the same padding positions, or a background of the sample's own "
-            "unmasked steps with other values)"
+            f"the mask or condition used by {op_name!r}{where} differs between a sample and a background row "
+            "in a way DeepSHAP cannot attribute (a mask cast to a float, or a switch of tf.where where neither "
+            "branch changes), so nothing was returned. Expected background rows masked like the samples "
+            "(e.g. the same padding positions)"
         )
 
 
@@ -187,24 +191,51 @@ def run_pairs(
     background: Sequence[tf.Tensor],
     output_index: np.ndarray,
     batch_size: int,
+    devices: Sequence[str] = (),
 ) -> list[np.ndarray]:
-    """Mean over the background of ``m · (x − r)`` for every sample, chunked by pairs."""
+    """Mean over the background of ``m · (x − r)`` for every sample, chunked by pairs.
+
+    With several ``devices`` the chunks are dealt out round robin, one thread per device
+    (TensorFlow releases the GIL while a function runs), and summed here in order.
+    """
     n, k_background = len(samples[0]), int(background[0].shape[0])
     total_pairs = n * k_background
-    sums = None
-    for start in range(0, total_pairs, batch_size):
+
+    def run_chunk(start: int, device: str | None):
         pairs = np.arange(start, min(start + batch_size, total_pairs))
         sample_index, background_index = pairs // k_background, pairs % k_background
         first, last = int(sample_index[0]), int(sample_index[-1]) + 1
-        result = chunk_fn(
-            [tf.convert_to_tensor(s[first:last]) for s in samples],
-            list(background),
-            tf.convert_to_tensor(sample_index - first, tf.int32),
-            tf.convert_to_tensor(background_index, tf.int32),
-            tf.convert_to_tensor(output_index[first:last], tf.int32),
-        )
+        with tf.device(device):
+            result = chunk_fn(
+                [tf.convert_to_tensor(s[first:last]) for s in samples],
+                list(background),
+                tf.convert_to_tensor(sample_index - first, tf.int32),
+                tf.convert_to_tensor(background_index, tf.int32),
+                tf.convert_to_tensor(output_index[first:last], tf.int32),
+            )
+            return first, last, [part.numpy() for part in result]
+
+    starts = range(0, total_pairs, batch_size)
+    if len(devices) > 1:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
+            parts = list(pool.map(run_chunk, starts, [devices[i % len(devices)] for i in range(len(starts))]))
+    else:
+        parts = (run_chunk(start, devices[0] if devices else None) for start in starts)
+    sums = None
+    for first, last, result in parts:
         if sums is None:
             sums = [np.zeros((n, *r.shape[1:]), np.float64) for r in result]
         for total, part in zip(sums, result):
-            total[first:last] += part.numpy()
+            total[first:last] += part
     return [s / k_background for s in sums]
+
+
+def strategy_devices(strategy) -> tuple[str, ...]:
+    """The devices of a ``tf.distribute`` strategy: the given one, or the one whose scope is open."""
+    if strategy is None:
+        if not tf.distribute.has_strategy():
+            return ()
+        strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise ValueError(f"strategy must be a tf.distribute.Strategy (e.g. MirroredStrategy) or None; got {strategy!r}")
+    return tuple(strategy.extended.worker_devices)

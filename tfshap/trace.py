@@ -51,6 +51,11 @@ def _keras_module(flavour: str):
     return keras
 
 
+def _load_keras2(path: Path, safe_mode: bool):
+    with _tf_private.keras2_safe_mode(safe_mode):  # its .h5 and SavedModel loaders ignore the argument
+        return _keras_module("tf_keras").models.load_model(path, compile=False, safe_mode=safe_mode)
+
+
 def load_model(path: str | os.PathLike, *, safe_mode: bool = True):
     """Load a ``.keras``/``.h5`` file or a SavedModel directory, refusing arbitrary code unless ``safe_mode=False``."""
     p = Path(path)
@@ -58,11 +63,11 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True):
         raise ValueError(f"no model at {str(path)!r}: expected a .keras or .h5 file or a SavedModel directory")
     errors = []
     if p.is_dir():
-        loaders = [("tf_keras", lambda: _keras_module("tf_keras").models.load_model(p, compile=False, safe_mode=safe_mode))]
+        loaders = [("tf_keras", lambda: _load_keras2(p, safe_mode))]
     elif p.suffix in (".keras", ".h5", ".hdf5"):
         loaders = [
             ("keras", lambda: _keras_module("keras").saving.load_model(p, compile=False, safe_mode=safe_mode)),
-            ("tf_keras", lambda: _keras_module("tf_keras").models.load_model(p, compile=False, safe_mode=safe_mode)),
+            ("tf_keras", lambda: _load_keras2(p, safe_mode)),
         ]
     else:
         raise ValueError(f"cannot load {str(path)!r}: expected a .keras or .h5 file or a SavedModel directory")

@@ -72,3 +72,33 @@ def digits(dtype="float32"):
     data = load_digits()
     images = (data.images / 16.0).astype(dtype)[..., None]
     return images, data.target.astype("int64")
+
+
+def transformer_block(K, seq_len: int, dim: int, heads: int, causal: bool = False):
+    """A transformer encoder block and a 2-way head, in the current floatx of Keras ``K``.
+
+    Self-attention, residual add, LayerNormalization, a Dense feed-forward with gelu, a
+    second residual add and LayerNormalization, GlobalAveragePooling1D, Dense(2).
+    """
+    inp = K.Input((seq_len, dim))
+    attention = K.layers.MultiHeadAttention(heads, dim // heads, name="attention")
+    attended = attention(inp, inp, use_causal_mask=causal)
+    h = K.layers.LayerNormalization(name="norm_1")(K.layers.Add()([inp, attended]))
+    ff = K.layers.Dense(2 * dim, activation="gelu", name="ff_1")(h)
+    ff = K.layers.Dense(dim, name="ff_2")(ff)
+    h = K.layers.LayerNormalization(name="norm_2")(K.layers.Add()([h, ff]))
+    out = K.layers.Dense(2, name="head")(K.layers.GlobalAveragePooling1D()(h))
+    return K.Model(inp, out)
+
+
+def random_weights(model, rng) -> None:
+    """Seeded weights for every variable: kernels ~ N(0, 1/fan_in), gammas ~ 1 + 0.1·N, the rest ~ 0.1·N."""
+    values = []
+    for variable, current in zip(model.weights, model.get_weights()):
+        if current.ndim >= 2:
+            values.append(rng.normal(scale=1 / np.sqrt(current.shape[0]), size=current.shape))
+        elif "gamma" in variable.name:
+            values.append(1 + 0.1 * rng.normal(size=current.shape))
+        else:
+            values.append(0.1 * rng.normal(size=current.shape))
+    model.set_weights([v.astype(c.dtype) for v, c in zip(values, model.get_weights())])

@@ -252,6 +252,10 @@ case("All", "per row", lambda x: x * tf.cast(tf.reduce_all(x > -1, -1, keepdims=
 case("Cast", "mask to float", lambda x: tf.tanh(x) * tf.cast(tf.not_equal(x, 0.0), x.dtype), P(4))
 case("Select", "varying condition", lambda x: tf.raw_ops.Select(condition=x > 0, x=tf.exp(x), y=x), P(3), expect="tfshap")
 case("SelectV2", "varying condition, broadcast branch", lambda x: tf.where(x > 0, x, const(x, [4], 11)), P(4), expect="tfshap")
+# the condition switches between the halves: Δy goes through one branch
+case("SelectV2", "leaky relu by where", lambda x: tf.where(x > 0, x, 0.1 * x), A(4), expect="tfshap")
+case("SelectV2", "switch to a constant", lambda x: tf.where(x > 0, tf.tanh(x), const(x, [4], 12)), A(4), expect="tfshap")
+case("Select", "two varying branches", lambda x, y: tf.raw_ops.Select(condition=x > y, x=x * y, y=tf.sigmoid(y)), A(3), A(3), expect="tfshap")
 
 # --- linear: one operand constant -----------------------------------------------------
 case("Conv2D", "3x3 same", lambda x: tf.nn.conv2d(x, const(x, [3, 3, 2, 4], 7), 1, "SAME"), A(5, 5, 2))
@@ -306,6 +310,57 @@ def _batch_norm(version):
 # The fused batch norm kernels take float32 (or half) only.
 for _version in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"):
     case(_version, "inference", _batch_norm(_version), A(2, 2, 3), dtypes=("float32",))
+
+# --- bilinear: both operands vary (each gets the gradient at the other's midpoint) -----
+_T = "tfshap"
+case("BatchMatMul", "both", lambda x, y: tf.raw_ops.BatchMatMul(x=x, y=y), A(3, 4), A(4, 2), expect=_T)
+case("BatchMatMulV2", "both", tf.matmul, A(3, 4), A(4, 2), expect=_T)
+case("BatchMatMulV2", "x x^T", lambda x: tf.matmul(x, x, transpose_b=True), A(3, 4), expect=_T)
+case("BatchMatMulV2", "adjoint a", lambda x, y: tf.matmul(x, y, adjoint_a=True), A(4, 3), A(4, 2), expect=_T)
+case("BatchMatMulV2", "bcast heads", tf.matmul, A(1, 3, 4), A(2, 4, 2), expect=_T)
+case("BatchMatMulV3", "both", lambda x, y: tf.raw_ops.BatchMatMulV3(x=x, y=y, Tout=x.dtype), A(3, 4), A(4, 2), expect=_T)
+_EINSUMS = {
+    # equation: the operands' shapes without the batch axis
+    "nij,njk->nik": ((3, 4), (4, 2)),
+    "ni,nj->nij": ((3,), (2,)),
+    "nij,nij->n": ((2, 3), (2, 3)),
+    "...ij,...jk->...ik": ((2, 3, 4), (1, 4, 2)),
+    # tf_keras MultiHeadAttention: scores and combination, 1-D and 2-D attention axes
+    "aecd,abcd->acbe": ((3, 2, 4), (3, 2, 4)),
+    "acbe,aecd->abcd": ((2, 3, 3), (3, 2, 4)),
+    "afgde,abcde->adbcfg": ((2, 2, 2, 3), (2, 2, 2, 3)),
+    # Keras 3 dot_product_attention
+    "BTNH,BSNH->BNTS": ((3, 2, 4), (3, 2, 4)),
+    "BNTS,BSNH->BTNH": ((2, 3, 3), (3, 2, 4)),
+}
+for _equation, (_a, _b) in _EINSUMS.items():
+    case("Einsum", _equation, lambda x, y, eq=_equation: tf.einsum(eq, x, y), A(*_a), A(*_b), expect=_T)
+case("Einsum", "x with itself bsd,btd->bst", lambda x: tf.einsum("bsd,btd->bst", x, x), A(3, 4), expect=_T)
+
+
+# --- normalization: a fused batch norm computing per-sample moments (tf_keras LayerNormalization)
+def _fused_layer_norm(version, first_axis, hw=None):
+    """tf_keras's fused LayerNormalization over the axes from ``first_axis``: NCHW ``[1, rows, features, 1]``."""
+
+    def build(x):
+        shape = tf.shape(x)
+        rows, features = tf.reduce_prod(shape[:first_axis]), tf.reduce_prod(shape[first_axis:])
+        target = tf.stack([1, rows, features, 1]) if hw is None else tf.constant([1, -1, *hw], tf.int32)
+        channels = tf.reshape(x, target)
+        n = tf.shape(channels)[1:2]
+        y = getattr(tf.raw_ops, version)(
+            x=channels, scale=tf.ones(n, x.dtype), offset=tf.zeros(n, x.dtype), mean=tf.zeros([0], x.dtype),
+            variance=tf.zeros([0], x.dtype), epsilon=1e-3, is_training=True, data_format="NCHW",
+        )[0]
+        return tf.reshape(y, shape) * const(x, x.shape[1:], 34, 0.5, 2.0) + const(x, x.shape[1:], 35)
+
+    return build
+
+
+for _version in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"):
+    case(_version, "layer norm last axis", _fused_layer_norm(_version, 2), A(4, 5), expect=_T, dtypes=("float32",))
+case("FusedBatchNormV3", "layer norm last two axes", _fused_layer_norm("FusedBatchNormV3", 1), A(3, 4), expect=_T, dtypes=("float32",))
+case("FusedBatchNormV3", "layer norm H and W", _fused_layer_norm("FusedBatchNormV3", 1, hw=(2, 5)), A(4, 5), expect=_T, dtypes=("float32",))
 
 case("Cast", "to float64", lambda x: tf.raw_ops.Cast(x=x, DstT=tf.float64), A(3))
 
@@ -468,6 +523,40 @@ case("TensorListGetItem", "read step 1", lambda x: _list_of_steps(x).read(1), A(
 case("TensorListSetItem", "write two steps", _list_write, A(3), A(3))
 
 
+# --- control flow: branches and nested tf.functions ------------------------------------
+def _branches(x, stateful=False):
+    """tanh(x)·x or x², chosen by a predicate that does not vary (the batch size)."""
+    def tanh_branch():
+        decay = tf.cast(_LOOP_DECAY.read_value(), x.dtype) if stateful else tf.constant(0.9, x.dtype)
+        return tf.tanh(x) * x * decay
+
+    return tf.cond(tf.shape(x)[0] > 0, tanh_branch, lambda: tf.square(x))
+
+
+def _switch(x, stateful=False):
+    scale = (lambda: tf.cast(_LOOP_DECAY.read_value(), x.dtype)) if stateful else (lambda: tf.constant(0.9, x.dtype))
+    return tf.switch_case(tf.shape(x)[0] // (2 * N), [lambda: tf.square(x), lambda: tf.sigmoid(x) * x * scale()])
+
+
+@tf.function(autograph=False)
+def _nested(x, y):
+    return tf.tanh(x) * y + tf.nn.relu(y)
+
+
+@tf.function(autograph=False)
+def _nested_stateful(x):
+    return tf.sigmoid(x) * x * tf.cast(_LOOP_DECAY, x.dtype)
+
+
+case("If", "tanh or square", lambda x: _branches(x, stateful=True), A(3), expect="keep")
+case("StatelessIf", "tanh or square", _branches, A(3), expect="keep")
+case("Case", "square or swish", lambda x: _switch(x, stateful=True), A(3), expect="keep")
+case("StatelessCase", "square or swish", _switch, A(3), expect="keep")
+case("PartitionedCall", "tanh(x)·y + relu(y)", _nested, A(3), A(3), expect="tfshap")
+case("PartitionedCall", "one tensor passed twice", lambda x: _nested(x, x), A(3), expect="tfshap")
+case("StatefulPartitionedCall", "swish with a variable", _nested_stateful, A(3), expect="tfshap")
+
+
 # ---------------------------------------------------------------------------------------
 # refusals: ops whose use here has no exact treatment must fail to compile, naming the op
 
@@ -520,8 +609,25 @@ refused(
     "explicit padding",
 )
 refused("MatMul both varying", lambda x, y: tf.matmul(x, y, transpose_b=True), [A(3), A(3)], ["MatMul"], "bilinear")
-refused("BatchMatMulV2 both varying", lambda x, y: tf.matmul(x, y), [A(2, 3), A(3, 2)], ["BatchMatMulV2"], "both operands")
-refused("Einsum both varying", lambda x, y: tf.einsum("ni,ni->n", x, y), [A(3), A(3)], ["Einsum"], "more than one")
+refused("BatchMatMulV2 batch axes apart", tf.matmul, [A(2, 3), A(1, 3, 2)], ["BatchMatMulV2"], "different axes")
+refused("Einsum outer product over the batch", lambda x, y: tf.einsum("ni,mj->nmij", x, y), [A(3), A(2)], ["Einsum"], "different axes")
+refused("Einsum summing the batch axis", lambda x, y: tf.einsum("ni,ni->i", x, y), [A(3), A(3)], ["Einsum"], "sums over the batch axis")
+refused("MatMul x^T W", lambda x: tf.matmul(x, const(x, [2 * N, 3], 36), transpose_a=True), [A(4)], ["MatMul"], "sums over the batch axis")
+
+
+def _fused_norm_training(x, target, data_format="NCHW"):
+    channels = tf.reshape(x, target) if target is not None else x
+    n = tf.shape(channels)[1 if data_format == "NCHW" else 3 : 2 if data_format == "NCHW" else 4]
+    return tf.raw_ops.FusedBatchNormV3(
+        x=channels, scale=tf.ones(n, x.dtype), offset=tf.zeros(n, x.dtype), mean=tf.zeros([0], x.dtype),
+        variance=tf.zeros([0], x.dtype), is_training=True, data_format=data_format,
+    )[0]
+
+
+refused("FusedBatchNormV3 NCHW of the batch", lambda x: _fused_norm_training(x, None), [A(3, 2, 2)], ["FusedBatchNormV3"], "not a reshape")
+refused("FusedBatchNormV3 N above 1", lambda x: _fused_norm_training(x, [2, -1, 6, 1]), [A(4, 6)], ["FusedBatchNormV3"], "straddle")
+refused("FusedBatchNormV3 channels across samples", lambda x: _fused_norm_training(x, [1, -1, 8, 1]), [A(4, 5)], ["FusedBatchNormV3"], "straddle")
+refused("If on a varying predicate", lambda x: tf.cond(x[0, 0] > 0.0, lambda: x, lambda: -x), [A(3)], ["StatelessIf"], "which branch")
 refused("Any over the batch axis", lambda x: tf.where(tf.reduce_any(x > 0, 0), x, 0.0), [P(3)], ["Any"], "batch axis")
 refused(
     "two unknown op types at once",
