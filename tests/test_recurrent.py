@@ -18,11 +18,18 @@ def _layers(K):
             K.layers.TimeDistributed(K.layers.Dense(3, activation="relu")),
             K.layers.GRU(3),
         ],
+        # dropout and recurrent dropout are off at inference: the explained function is deterministic
+        "lstm_with_dropout": lambda: [K.layers.LSTM(4, dropout=0.3, recurrent_dropout=0.3)],
+        "conv_lstm_2d": lambda: [K.layers.Reshape((5, 3, 1, 1)), K.layers.ConvLSTM2D(2, (2, 1), padding="same"), K.layers.Flatten()],
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["lstm", "gru_reset_after", "gru_reset_before", "simple_rnn", "bidirectional_lstm", "stacked_sequences"]
+    "name",
+    [
+        "lstm", "gru_reset_after", "gru_reset_before", "simple_rnn", "bidirectional_lstm", "stacked_sequences",
+        "lstm_with_dropout", "conv_lstm_2d",
+    ],
 )
 def test_recurrent_model_is_exact_in_float64(K64, name, rng):
     K = K64

@@ -116,20 +116,25 @@ def _rewrite_branches(op, flags, reaching, report, problems) -> None:
         )
 
 
-#: Private, rewritten copies of the functions that call ops run, by graph and op name; the
-#: call's gradient inlines the copy (see ``tfshap.rewrite_rules.control_flow``).
-_called_copies: "weakref.WeakKeyDictionary[tf.Graph, dict[str, tf.Graph]]" = weakref.WeakKeyDictionary()
+#: Private, rewritten copies of the functions that call ops run. Each call op names its copy
+#: in an attribute, which survives when the call's gradient inlines an enclosing copy (and
+#: so copies this op too); the copies live as long as the graph holding the call.
+COPY_ATTR = "_tfshap_called_copy"
+_copies_kept: "weakref.WeakKeyDictionary[tf.Graph, list]" = weakref.WeakKeyDictionary()
+_copies_by_key: "weakref.WeakValueDictionary[str, tf.Graph]" = weakref.WeakValueDictionary()
 
 
 def called_copy(op: tf.Operation):
     """The rewritten copy of the function ``op`` calls."""
-    return _called_copies[op.graph][op.name]
+    return _copies_by_key[_tf_private.get_string_attr(op, COPY_ATTR)]
 
 
 def _rewrite_called_function(op, flags, reaching, report, problems) -> None:
     """Rules inside a private copy of a nested ``tf.function``: its own graph is shared with other callers."""
     copy = _tf_private.called_function_copy(op)
-    _called_copies.setdefault(op.graph, {})[op.name] = copy
+    _copies_kept.setdefault(op.graph, []).append(copy)
+    _copies_by_key[str(id(copy))] = copy
+    _tf_private.set_string_attr(op, COPY_ATTR, str(id(copy)))
     _rewrite_graph(
         copy.get_operations(),
         [copy.inputs[i] for i, v in enumerate(flags) if v],

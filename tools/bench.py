@@ -25,10 +25,15 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow: shap.DeepExplainer needs a tf.keras (= tf_keras) model
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import sys  # noqa: E402
+
+# Running ``python tools/bench.py`` puts tools/ first on sys.path, where coverage.py would
+# shadow the ``coverage`` package that numba (imported by shap) looks for.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -118,22 +123,32 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_workload(name, args, data) -> list[tuple]:
-    """Rows ``(method, best s, median s, best CPU s, note)`` for one workload; the floor last."""
-    import tensorflow as tf
+def prepare_workload(name, args, data) -> dict:
+    """Build (and train) a workload's model, with its samples and background rows."""
     import tf_keras
-
-    import tfshap
-    from tfshap.demo import plain_gradient_floor
 
     x_train, y_train, x_test, _ = data
     build, n, k = WORKLOADS[name]
     n, k = n or args.n, k or args.k
     model, shape = build(tf_keras, x_train, y_train, args.epochs)
-    samples = shape(x_test[:n])
-    background = shape(x_train[np.random.default_rng(1).choice(len(x_train), k, replace=False)])
     n_outputs = int(np.prod(model.output_shape[1:]))
-    label = f"{name} (N={n}, K={k}, {n_outputs} outputs)"
+    return {
+        "model": model,
+        "samples": shape(x_test[:n]),
+        "background": shape(x_train[np.random.default_rng(1).choice(len(x_train), k, replace=False)]),
+        "n": n,
+        "n_outputs": n_outputs,
+        "label": f"{name} (N={n}, K={k}, {n_outputs} outputs)",
+    }
+
+
+def bench_workload(workload: dict, args) -> list[tuple]:
+    """Rows ``(workload, N, method, best s, median s, best CPU s, note)``; the floor last."""
+    import tfshap
+    from tfshap.demo import plain_gradient_floor
+
+    model, samples, background = workload["model"], workload["samples"], workload["background"]
+    n, n_outputs, label = workload["n"], workload["n_outputs"], workload["label"]
 
     methods = {}  # name -> (call, note)
     start = time.perf_counter()
@@ -218,9 +233,12 @@ def main(argv=None) -> int:
     print(f"{args.repeats} timed calls per method, round robin, after a warm-up; the best time counts\n")
     print("| workload | method | best s | median s | samples/s | time vs floor | CPU vs floor | peak RSS MiB | notes |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    # Every model is built and trained first: shap.DeepExplainer leaves TensorFlow's gradient
+    # registry patched (shap_DivNoNan, ...), after which Keras training fails in this process.
+    workloads = {name: prepare_workload(name, args, data) for name in names}
     summary = []
     for name in names:
-        rows = bench_workload(name, args, data)
+        rows = bench_workload(workloads[name], args)
         rss = peak_rss_mib()
         floor = rows[-1]
         for workload, n, method, best, median, cpu, note in rows:
