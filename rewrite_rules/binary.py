@@ -70,6 +70,15 @@ def real_div(op: tf.Operation):
     return m_a, m_b
 
 
+def squared_difference(op: tf.Operation):
+    """ma = −mb = (a + ra) − (b + rb) (Shapley for (a − b)², exact: Δ(a − b)² = (Δa − Δb)·((a − b) + (ra − rb)))."""
+    va, vb = varying_inputs(op)
+    a, ra = operand_halves(op, 0)
+    b, rb = operand_halves(op, 1)
+    m = tf.broadcast_to((a + ra) - (b + rb), tf.shape(halves(op.outputs[0])[0]))
+    return (m if va else None), (-m if vb else None)
+
+
 def _plan(gradient_name: str, linear_when: str):
     """Keep TensorFlow's gradient when only the operands the op is linear in vary."""
 
@@ -93,5 +102,6 @@ _register("Mul", mul, linear_when="one")
 _register("RealDiv", real_div, linear_when="numerator")
 _register("Div", real_div, linear_when="numerator")
 _register("DivNoNan", shapley, linear_when="numerator")
-for _op_type in ("Maximum", "Minimum", "SquaredDifference", "Pow", "Atan2"):
+_register("SquaredDifference", squared_difference)
+for _op_type in ("Maximum", "Minimum", "Pow", "Atan2"):
     _register(_op_type, shapley)

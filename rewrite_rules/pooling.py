@@ -35,9 +35,13 @@ def _reduction_plan(name: str):
 def reduce_max(op: tf.Operation, grad: tf.Tensor):
     """Cross-max over the reduced axes: m = (Mx − Mr) / (x_i − r_i) at the argmax i of the larger max."""
     sign = -1.0 if op.type == "Min" else 1.0
-    paired = sign * op.inputs[0]
+    # m is a ratio of differences, the same for the values and their negation.
+    return [_cross_max(sign * op.inputs[0], reduced_axes(op), grad), None]
+
+
+def _cross_max(paired: tf.Tensor, axes: list, grad: tf.Tensor) -> tf.Tensor:
+    """The multipliers of the max of ``paired`` over ``axes`` times ``grad``, at the input's shape."""
     rank = paired.shape.rank
-    axes = reduced_axes(op)
     kept = [a for a in range(rank) if a not in axes]
     perm = kept + axes
     moved = tf.transpose(paired, perm)
@@ -52,8 +56,7 @@ def reduce_max(op: tf.Operation, grad: tf.Tensor):
     m = _cross_max_multiplier(mx, mr, x_at, r_at)
     g = tf.reshape(grad, tf.shape(both(m)))
     scattered = tf.one_hot(both(chosen), tf.shape(flat)[-1], dtype=grad.dtype) * (both(m) * g)[..., None]
-    unmoved = tf.transpose(tf.reshape(scattered, moved_shape), np.argsort(perm))
-    return [unmoved, None]
+    return tf.transpose(tf.reshape(scattered, moved_shape), np.argsort(perm))
 
 
 _POOL_ROUTE_AND_PICK = {
@@ -119,3 +122,30 @@ for _op_type in ("Max", "Min"):
 for _op_type in _POOL_ROUTE_AND_PICK:
     _name = register_gradient(gradient_name("crossmax", _op_type), max_pool)
     register_rule(_op_type, "crossmax", plan=_max_pool_plan(_name), doc=max_pool.__doc__.strip())
+
+
+def top_1(op: tf.Operation, grad_values: tf.Tensor, grad_indices: tf.Tensor):
+    """top_k with k = 1 is the max over the last axis: the cross-max rule there."""
+    return [_cross_max(op.inputs[0], [op.inputs[0].shape.rank - 1], grad_values), None]
+
+
+def _top_k_plan(name: str):
+    def plan(op: tf.Operation, varying):
+        k = tf.get_static_value(op.inputs[1])
+        if varying[1]:
+            return Refusal("its k varies with the explained inputs")
+        if k != 1:
+            k_text = "unknown when compiling" if k is None else f"= {k}"
+            return Refusal(
+                f"top_k with k {k_text} (tf.sort, tf.math.top_k) returns order statistics: no exact rule "
+                "assigns their change to the inputs whose order decides them; only k = 1, the maximum, is exact"
+            )
+        if op.inputs[0].shape.rank is None or op.inputs[0].shape.rank < 2:
+            return Refusal("its last axis is the batch axis, or its rank is unknown")
+        return name
+
+    return plan
+
+
+_name = register_gradient(gradient_name("crossmax", "TopKV2"), top_1)
+register_rule("TopKV2", "crossmax", plan=_top_k_plan(_name), doc="k = 1: cross-max over the last axis (m as for Max); k > 1 refused")

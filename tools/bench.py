@@ -142,41 +142,51 @@ def prepare_workload(name, args, data) -> dict:
     }
 
 
-def bench_workload(workload: dict, args) -> list[tuple]:
-    """Rows ``(workload, N, method, best s, median s, best CPU s, note)``; the floor last."""
+def tfshap_and_floor(workload: dict) -> dict:
+    """Compile and warm up tfshap and the floor for a workload: ``{method: (call, note)}``; stores the
+    first explanation in ``workload["first"]``.
+
+    Every workload runs this before shap runs anywhere: shap.DeepExplainer leaves TensorFlow's
+    gradient registry patched (``shap_Erfc``, ``shap_DivNoNan``, …) after an error, which breaks
+    any later gradient by op type in the same process.
+    """
     import tfshap
     from tfshap.demo import plain_gradient_floor
 
     model, samples, background = workload["model"], workload["samples"], workload["background"]
-    n, n_outputs, label = workload["n"], workload["n_outputs"], workload["label"]
-
-    methods = {}  # name -> (call, note)
+    methods = {}
     start = time.perf_counter()
     try:
         explainer = tfshap.compile(model, background)
     except tfshap.UnsupportedOpError as error:
-        return [(label, n, "tfshap", None, None, None, f"not supported: {str(error).splitlines()[1].strip()}")]
-    compile_s = time.perf_counter() - start
-    first = explainer.explain(samples)  # warm-up
-    methods["tfshap"] = (lambda: explainer.explain(samples), f"compile {compile_s:.1f} s; additivity error {first.additivity_error:.1e}")
-    if not args.skip_shap:
-        methods.update(_shap_method(model, samples, background, first, n_outputs))
-    floor = plain_gradient_floor(model, n_outputs)
+        methods["tfshap"] = (None, f"not supported: {str(error).splitlines()[1].strip()}")
+    else:
+        compile_s = time.perf_counter() - start
+        first = workload["first"] = explainer.explain(samples)  # warm-up
+        methods["tfshap"] = (lambda: explainer.explain(samples), f"compile {compile_s:.1f} s; additivity error {first.additivity_error:.1e}")
+    floor = plain_gradient_floor(model, workload["n_outputs"])
     floor(samples, background).numpy()  # warm-up (traces)
-    methods["plain-gradient floor"] = (lambda: floor(samples, background).numpy(), "1 forward over 2·N·K rows + 1 tf.gradients per output")
+    methods[FLOOR] = (lambda: floor(samples, background).numpy(), "1 forward over 2·N·K rows + 1 tf.gradients per output")
+    return methods
 
-    # Round robin, so that a busy machine slows every method alike; the best time counts.
+
+FLOOR = "plain-gradient floor"
+
+
+def time_methods(workload: dict, methods: dict, repeats: int) -> list[tuple]:
+    """Rows ``(workload, N, method, best s, median s, best CPU s, note)``, round robin; the floor last."""
     times = {method: [] for method, (call, _) in methods.items() if call is not None}
-    for _ in range(args.repeats):
+    for _ in range(repeats):  # round robin, so that a busy machine slows every method alike
         for method in times:
             times[method].extend(timed(methods[method][0], 1))
     rows = []
-    for method, (_, note) in methods.items():
+    for method in sorted(methods, key=lambda m: m == FLOOR):
+        note = methods[method][1]
         if method not in times:
-            rows.append((label, n, method, None, None, None, note))
+            rows.append((workload["label"], workload["n"], method, None, None, None, note))
             continue
         wall, cpu = [w for w, _ in times[method]], [c for _, c in times[method]]
-        rows.append((label, n, method, min(wall), float(np.median(wall)), min(cpu), note))
+        rows.append((workload["label"], workload["n"], method, min(wall), float(np.median(wall)), min(cpu), note))
     return rows
 
 
@@ -205,6 +215,36 @@ def _shap_method(model, samples, background, first, n_outputs) -> dict:
     )}
 
 
+def memory_child(n: int, k: int) -> None:
+    """Explain ``n`` digits against ``k`` background rows of the digits CNN; print peak RSS and time."""
+    import tf_keras
+
+    import tfshap
+    from tfshap.demo import build_cnn, load_digits_data
+
+    x_train, _, x_test, _ = load_digits_data()
+    rng = np.random.default_rng(0)
+    background = x_train[rng.integers(0, len(x_train), k)] + rng.normal(0, 0.01, (k, 8, 8, 1)).astype(np.float32)
+    samples = x_test[rng.integers(0, len(x_test), n)]
+    explainer = tfshap.compile(build_cnn(tf_keras), background)
+    start = time.perf_counter()
+    result = explainer.explain(samples)
+    seconds = time.perf_counter() - start
+    print(f"{n} {k} {peak_rss_mib():.0f} {seconds:.1f} {result.additivity_error:.1e} {explainer.batch_size(10)}")
+
+
+def memory_table(n: int, ks: list[int]) -> None:
+    """Peak RSS of one explanation per background size, each in a fresh process."""
+    print(f"\nMemory: digits CNN, N={n} samples, all 10 outputs, a fresh process per row (peak RSS, ru_maxrss)\n")
+    print("| background rows K | pairs | peak RSS MiB | seconds | pairs per chunk | additivity error |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for k in ks:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", str(n), str(k)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        _, _, rss, seconds, error, chunk = out[-6:]
+        print(f"| {k:,} | {n * k:,} | {rss} | {seconds} | {chunk} | {error} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="samples explained by the digits CNN (default %(default)s)")
@@ -213,7 +253,17 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default %(default)s)")
     parser.add_argument("--workloads", default="cnn", help=f"comma-separated, from {','.join(WORKLOADS)} or all (default %(default)s)")
     parser.add_argument("--skip-shap", action="store_true", help="leave shap.DeepExplainer out")
+    parser.add_argument("--gradient", action="store_true",
+                        help="also tfshap.GradientExplainer vs shap.GradientExplainer (tools/bench_gradient.py), N=--n")
+    parser.add_argument("--memory", default="", help="comma-separated background sizes: peak RSS per size (digits CNN, N=--n)")
+    parser.add_argument("--memory-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return 0
+    if args.memory:
+        memory_table(args.n, [int(k) for k in args.memory.split(",")])
+        return 0
     names = list(WORKLOADS) if args.workloads == "all" else args.workloads.split(",")
     unknown = sorted(set(names) - set(WORKLOADS))
     if unknown:
@@ -233,12 +283,17 @@ def main(argv=None) -> int:
     print(f"{args.repeats} timed calls per method, round robin, after a warm-up; the best time counts\n")
     print("| workload | method | best s | median s | samples/s | time vs floor | CPU vs floor | peak RSS MiB | notes |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    # Every model is built and trained first: shap.DeepExplainer leaves TensorFlow's gradient
-    # registry patched (shap_DivNoNan, ...), after which Keras training fails in this process.
+    # Every model is built, trained and compiled first: shap.DeepExplainer leaves TensorFlow's
+    # gradient registry patched (shap_DivNoNan, ...), after which training or tracing a gradient
+    # by op type fails in this process.
     workloads = {name: prepare_workload(name, args, data) for name in names}
+    methods = {name: tfshap_and_floor(workloads[name]) for name in names}
     summary = []
     for name in names:
-        rows = bench_workload(workloads[name], args)
+        w = workloads[name]
+        if not args.skip_shap and "first" in w:
+            methods[name].update(_shap_method(w["model"], w["samples"], w["background"], w["first"], w["n_outputs"]))
+        rows = time_methods(w, methods[name], args.repeats)
         rss = peak_rss_mib()
         floor = rows[-1]
         for workload, n, method, best, median, cpu, note in rows:
@@ -259,6 +314,15 @@ def main(argv=None) -> int:
     for line in summary:
         print(line)
     print(f"1-min load average {load_start:.2f} before, {load_end:.2f} after (goals: ≤ 1.5× the floor, ≥ 5× shap)")
+    if args.gradient:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_gradient.py")
+        spec = importlib.util.spec_from_file_location("tfshap_tools_bench_gradient", path)
+        gradient = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(gradient)
+        print(f"\nGradientExplainer on the two-input digits model, N={args.n}, nsamples=200, 100 background rows:\n")
+        print(gradient.markdown(gradient.gradient_workload(args.n, 200, args.repeats)))
     return 0
 
 

@@ -636,3 +636,13 @@ refused(
     ["Cumprod", "Erfinv"],
     "no rule is registered",
 )
+
+
+# --- helper F: layer-zoo rules (SquaredDifference closed form, TopKV2) ----------------
+case("SquaredDifference", "const minus x", lambda x: tf.math.squared_difference(const(x, [3], 37), x), A(3), expect="tfshap")
+case("SquaredDifference", "bcast both n3 n1", tf.math.squared_difference, A(3), A(1), expect="tfshap")
+case("TopKV2", "k 1", lambda x: tf.math.top_k(x, 1).values, A(3, 4, domain="distinct"), expect="tfshap", monotone=True)
+case("TopKV2", "k 1 rank 3", lambda x: tf.math.top_k(x, 1).values, A(2, 5, domain="distinct"), expect="tfshap", monotone=True)
+refused("TopKV2 k 2", lambda x: tf.math.top_k(x, 2).values, [A(4)], ["TopKV2"], "order statistics")
+refused("sort", lambda x: tf.sort(x, axis=-1), [A(4)], ["TopKV2"], "order statistics")
+refused("TopKV2 over the batch axis", lambda x: tf.math.top_k(x, 1).values, [A()], ["TopKV2"], "batch axis")
