@@ -42,3 +42,31 @@ def K64(K):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def _keras_dtype_state():
+    """What decides the dtype of a new layer in each Keras: floatx and the global policy."""
+    import sys
+
+    state = {}
+    for name in ("tf_keras", "keras"):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        state[name] = (module.backend.floatx(), module.mixed_precision.global_policy().name)
+    if "tf_keras" in state:  # an explicitly set tf_keras policy pins new layers, whatever floatx says
+        tf_keras = sys.modules["tf_keras"]
+        floatx = tf_keras.backend.floatx()
+        tf_keras.backend.set_floatx("float16" if floatx != "float16" else "float32")
+        state["tf_keras policy follows floatx"] = tf_keras.mixed_precision.global_policy().name == tf_keras.backend.floatx()
+        tf_keras.backend.set_floatx(floatx)
+    return state
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_keras_dtype_state():
+    """Fail the test that leaves floatx or a mixed-precision policy behind (later tests would build float32)."""
+    before = _keras_dtype_state()
+    yield
+    after = {name: value for name, value in _keras_dtype_state().items() if name in before}
+    assert after == before, f"this test changed global Keras dtype state: {before} -> {after}"

@@ -14,7 +14,7 @@ import tensorflow as tf
 from scipy.special import expit
 
 import tfshap
-from models._helpers import additivity_gap, floatx, predict
+from models._helpers import additivity_gap, floatx, global_policy, predict
 
 SIGMOID = expit
 DERIVATIVES = {
@@ -209,11 +209,8 @@ def test_mixed_float16_model(K, rng):
         h = K.layers.Dense(16, activation="relu")(h)
         return K.Model(inp, K.layers.Dense(3, dtype="float32")(h))  # the usual float32 head
 
-    K.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with global_policy(K, "mixed_float16"):
         mixed = build()
-    finally:
-        K.mixed_precision.set_global_policy("float32")
     with floatx(K, "float64"):
         exact_model = build()
     exact_model.set_weights(mixed.get_weights())

@@ -21,6 +21,21 @@ def keras_module(name: str):
 
 
 @contextlib.contextmanager
+def global_policy(K, name: str):
+    """Build layers under the mixed-precision policy ``name``; put the previous one back.
+
+    tf_keras's default is *no* global policy (layers then follow floatx): setting "float32"
+    back instead would pin every later model to float32 whatever floatx says.
+    """
+    before = K.mixed_precision.global_policy()
+    K.mixed_precision.set_global_policy(name)
+    try:
+        yield K
+    finally:
+        K.mixed_precision.set_global_policy(None if K.__name__ == "tf_keras" else before)
+
+
+@contextlib.contextmanager
 def floatx(K, dtype: str):
     """Build models in ``dtype`` within the block; restore floatx afterwards.
 
