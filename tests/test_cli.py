@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfshap import cli
+from tfshap import cli, stream
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -277,8 +276,7 @@ def test_large_inputs_are_memory_mapped_and_explained_in_blocks(capsys, files, t
     x = np.random.default_rng(1).random((23, 8, 8, 1), dtype=np.float32)
     np.save(tmp_path / "many.npy", x)
     assert isinstance(cli._load_arrays(tmp_path / "many.npy", "--inputs", ["x"], mmap=True)[0], np.memmap)
-    monkeypatch.setattr(cli, "_MAX_BLOCK_ROWS", 5)  # 5 blocks
-    monkeypatch.setattr(cli, "_IN_MEMORY_BYTES", 0)  # values assembled in a memory-mapped scratch file
+    monkeypatch.setattr(stream, "MAX_BLOCK_ROWS", 5)  # 5 blocks, appended to a scratch .npy
     status, out, err = run(
         capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", tmp_path / "many.npy",
         "--out", tmp_path / "many.npz", "--progress",
@@ -300,7 +298,7 @@ def test_bad_rows_in_a_later_block_leave_no_output(capsys, files, tmp_path, monk
     x = np.random.default_rng(2).random((9, 8, 8, 1), dtype=np.float32)
     x[7, 0, 0, 0] = np.nan
     np.save(tmp_path / "nan.npy", x)
-    monkeypatch.setattr(cli, "_MAX_BLOCK_ROWS", 4)
+    monkeypatch.setattr(stream, "MAX_BLOCK_ROWS", 4)
     status, _, err = run(
         capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", tmp_path / "nan.npy",
         "--out", tmp_path / "o.npz", "--no-progress",
@@ -308,20 +306,6 @@ def test_bad_rows_in_a_later_block_leave_no_output(capsys, files, tmp_path, monk
     assert status == 2
     assert_one_line_error(err, "--inputs", "NaN")
     assert not (tmp_path / "o.npz").exists()
-
-
-def test_progress_bar_redraws_one_line():
-    stream = io.StringIO()
-    with cli.Progress(10, enabled=True, stream=stream) as progress:
-        for done in (4, 8, 10):
-            progress.update(done)
-    text = stream.getvalue()
-    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
-    assert "[" + "#" * 30 + "] 10/10 rows" in text
-    quiet = io.StringIO()
-    with cli.Progress(10, enabled=False, stream=quiet) as progress:
-        progress.update(10)
-    assert quiet.getvalue() == ""
 
 
 def test_usage_errors_are_one_line(capsys, files):

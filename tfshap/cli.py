@@ -12,7 +12,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -314,8 +313,13 @@ def cmd_explain(args) -> int:
         raise _about_file(exc, "background", f"--background {args.background}") from None
     _check_rows(inputs, explainer.traced.input_specs, f"--inputs {args.inputs}")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tfshap-") as scratch:
-        with Progress(len(inputs[0]), enabled=_show_progress(args)) as progress:
-            result = explain_in_blocks(explainer, inputs, f"--inputs {args.inputs}", Path(scratch), progress)
+        scratch_values = [Path(scratch) / f"values_{i}.npy" for i in range(len(inputs))]
+        try:  # values stream to memory-mapped scratch files, then into the .npz
+            result = explainer.explain_to(
+                _one_or_list(scratch_values), _one_or_list(inputs), check_additivity=True, progress=_show_progress(args)
+            )
+        except ValueError as exc:
+            raise _about_file(exc, "x", f"--inputs {args.inputs}") from None
         arrays = {"base_values": result.base_values, "outputs": result.outputs, "additivity_error": np.float64(result.additivity_error)}
         if isinstance(result.values, list):
             arrays.update({f"values_{i}": v for i, v in enumerate(result.values)})
@@ -356,84 +360,8 @@ def _check_rows(arrays: list, specs, where: str) -> None:
         raise CliError(f"{where}: the arrays must have the same number of rows; got {lengths}")
 
 
-#: Rows explained per call are capped so that one block's values take at most this many bytes.
-_BLOCK_BYTES = 64 << 20
-_MAX_BLOCK_ROWS = 256
-#: Values larger than this are assembled in a memory-mapped scratch file, not in memory.
-_IN_MEMORY_BYTES = 256 << 20
-
-
-def explain_in_blocks(explainer, inputs: list, where: str, scratch: Path, progress: "Progress"):
-    """Attributions of ``inputs`` (arrays or memory maps) explained a block of rows at a time."""
-    import numpy as np
-
-    from .attributions import Attributions
-
-    n = len(inputs[0])
-    row_bytes = 8 * explainer.n_outputs * sum(int(np.prod(a.shape[1:])) for a in inputs)
-    rows = int(np.clip(_BLOCK_BYTES // max(row_bytes, 1), 1, _MAX_BLOCK_ROWS))
-    values, outputs, base, error = None, None, None, 0.0
-    for start in range(0, n, rows):
-        block = [np.asarray(a[start : start + rows]) for a in inputs]
-        try:
-            part = explainer.explain(_one_or_list(block))
-        except ValueError as exc:
-            raise _about_file(exc, "x", where) from None
-        explainer.check_additivity(part)
-        parts = part.values if isinstance(part.values, list) else [part.values]
-        if values is None:
-            values = [_output_array(scratch / f"values_{i}.npy", (n, *p.shape[1:]), p.dtype) for i, p in enumerate(parts)]
-            outputs, base = np.empty((n, part.outputs.shape[1]), part.outputs.dtype), part.base_values
-        for total, p in zip(values, parts):
-            total[start : start + len(p)] = p
-        outputs[start : start + len(part.outputs)] = part.outputs
-        error = max(error, part.additivity_error)
-        progress.update(min(start + rows, n))
-    return Attributions(values=_one_or_list(values), base_values=base, outputs=outputs, additivity_error=error)
-
-
-def _output_array(path: Path, shape: tuple, dtype):
-    import numpy as np
-
-    if int(np.prod(shape)) * np.dtype(dtype).itemsize <= _IN_MEMORY_BYTES:
-        return np.empty(shape, dtype)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-
-
 def _show_progress(args) -> bool:
     return sys.stderr.isatty() if args.progress is None else args.progress
-
-
-class Progress:
-    """A one-line progress bar on stderr, redrawn in place; a context manager that ends the line."""
-
-    WIDTH = 30
-
-    def __init__(self, total: int, *, enabled: bool, stream=None):
-        self.total, self.enabled = total, enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.start = time.monotonic()
-        self.drawn = False
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else 0.0
-        filled = self.WIDTH * done // max(self.total, 1)
-        bar = "#" * filled + "." * (self.WIDTH - filled)
-        self.stream.write(f"\rexplaining [{bar}] {done}/{self.total} rows, {rate:.1f} rows/s, {eta:.0f} s left ")
-        self.stream.flush()
-        self.drawn = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 # -- demo -----------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ _RELATIVE_TOLERANCE = {tf.float64: 1e-8, tf.float32: 5e-4, tf.float16: 2e-2, tf.
 class CompiledExplainer:
     """A model traced and rewritten once; reused for many calls; follows the model's live weights."""
 
+    #: DeepSHAP values add up by construction, so a miss is an error (the path methods only converge).
+    checks_additivity_by_default = True
+
     def __init__(self, model, background, *, output=None, inputs=None, method="deep", batch_size=None, jit_compile=None,
                  strategy=None):
         if method != "deep":  # the gradient methods are tfshap.gradients.PathExplainer, reached through compile()
@@ -97,6 +100,23 @@ class CompiledExplainer:
             data=arrays[0] if len(arrays) == 1 else arrays,
             output_indices=None if full else index,
         )
+
+    def explain_to(self, path, x, *, ranked_outputs=None, output_rank_order="max", check_additivity=None, progress=None) -> Attributions:
+        """Explain ``x`` in a stream, writing the values to ``path`` (``.npy``; a list of them for several inputs).
+
+        ``x`` is an array, a memory map (``np.load(..., mmap_mode="r")``), a list of those, or
+        a ``tf.data.Dataset`` of batches: only one block of rows is held at a time, so inputs
+        and values may be larger than memory. Each block is checked for additivity
+        (``check_additivity=None``: as ``shap_values`` does by default). ``progress``: a bar on
+        stderr (``None``: when stderr is a terminal). The returned ``values`` are the written
+        files, memory-mapped read-only; if a block fails, the rows before it are kept.
+        """
+        from .stream import explain_to
+
+        if check_additivity is None:
+            check_additivity = self.checks_additivity_by_default
+        return explain_to(self, path, x, ranked_outputs=ranked_outputs, output_rank_order=output_rank_order,
+                          check_additivity=check_additivity, progress=progress)
 
     def _explain_dataset(self, dataset, ranked_outputs, output_rank_order) -> Attributions:
         parts = [self.explain(batch, ranked_outputs=ranked_outputs, output_rank_order=output_rank_order) for batch in dataset]

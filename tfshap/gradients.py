@@ -280,6 +280,8 @@ class PathExplainer(CompiledExplainer):
     magnitude.
     """
 
+    checks_additivity_by_default = False
+
     def __init__(self, model, background, *, method, output=None, inputs=None, batch_size=None, jit_compile=None, **options):
         _check_method(method, inputs, options)
         if batch_size is not None:
