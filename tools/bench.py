@@ -233,6 +233,45 @@ def memory_child(n: int, k: int) -> None:
     print(f"{n} {k} {peak_rss_mib():.0f} {seconds:.1f} {result.additivity_error:.1e} {explainer.batch_size(10)}")
 
 
+def stream_child(n: int, k: int) -> None:
+    """Stream ``n`` rows of a memory-mapped digits file against ``k`` background rows to a .npy; print peak RSS."""
+    import tempfile
+
+    import tf_keras
+
+    import tfshap
+    from tfshap.demo import build_cnn, load_digits_data
+
+    x_train, _, x_test, _ = load_digits_data()
+    rng = np.random.default_rng(0)
+    background = x_train[rng.integers(0, len(x_train), k)]
+    with tempfile.TemporaryDirectory() as scratch:
+        inputs = np.lib.format.open_memmap(f"{scratch}/x.npy", mode="w+", dtype=np.float32, shape=(n, 8, 8, 1))
+        for start in range(0, n, 4096):  # written a slice at a time: the whole input is never in memory
+            rows = min(4096, n - start)
+            inputs[start : start + rows] = x_test[rng.integers(0, len(x_test), rows)]
+        inputs.flush()
+        del inputs
+        explainer = tfshap.compile(build_cnn(tf_keras), background)
+        start = time.perf_counter()
+        result = explainer.explain_to(f"{scratch}/values.npy", np.load(f"{scratch}/x.npy", mmap_mode="r"), progress=False)
+        seconds = time.perf_counter() - start
+        size_mib = os.path.getsize(f"{scratch}/values.npy") / 2**20
+        print(f"{n} {k} {peak_rss_mib():.0f} {seconds:.1f} {result.additivity_error:.1e} {size_mib:.0f}")
+
+
+def stream_table(ns: list[int], k: int) -> None:
+    """Peak RSS of explain_to over memory-mapped inputs of growing length, each in a fresh process."""
+    print(f"\nStreaming: digits CNN, K={k}, all 10 outputs, explain_to from a memory-mapped .npy (peak RSS, ru_maxrss)\n")
+    print("| samples N | values file MiB | peak RSS MiB | seconds | additivity error |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for n in ns:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--stream-child", str(n), str(k)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        _, _, rss, seconds, error, size = out[-6:]
+        print(f"| {n:,} | {size} | {rss} | {seconds} | {error} |")
+
+
 def memory_table(n: int, ks: list[int]) -> None:
     """Peak RSS of one explanation per background size, each in a fresh process."""
     print(f"\nMemory: digits CNN, N={n} samples, all 10 outputs, a fresh process per row (peak RSS, ru_maxrss)\n")
@@ -257,9 +296,18 @@ def main(argv=None) -> int:
                         help="also tfshap.GradientExplainer vs shap.GradientExplainer (tools/bench_gradient.py), N=--n")
     parser.add_argument("--memory", default="", help="comma-separated background sizes: peak RSS per size (digits CNN, N=--n)")
     parser.add_argument("--memory-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
+    parser.add_argument("--stream", default="",
+                        help="comma-separated sample counts: peak RSS of explain_to over a memory-mapped input (digits CNN, K=--k)")
+    parser.add_argument("--stream-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(*args.memory_child)
+        return 0
+    if args.stream_child:
+        stream_child(*args.stream_child)
+        return 0
+    if args.stream:
+        stream_table([int(n) for n in args.stream.split(",")], args.k)
         return 0
     if args.memory:
         memory_table(args.n, [int(k) for k in args.memory.split(",")])
