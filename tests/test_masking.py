@@ -95,3 +95,34 @@ def test_where_spelling_of_leaky_relu_equals_the_leaky_relu_rule(K64, rng):
     leaky = K64.Model(inputs, head(K64.layers.Activation(lambda t: tf.nn.leaky_relu(t, 0.2))(hidden)))
     # (LeakyRelu's alpha is a float32 attribute: 0.2 differs from the float64 0.2 at 1e-8)
     np.testing.assert_allclose(where_result.values, tfshap.compile(leaky, background).explain(x).values, rtol=1e-6)
+
+
+def test_jit_compile_is_refused_where_masks_are_checked_and_exact_elsewhere(rng):
+    """XLA compiles Assert to nothing, so a mask mismatch would return wrong values silently."""
+    import tf_keras as K
+
+    inputs = K.Input((STEPS, FEATURES), dtype="float64")
+    hidden = K.layers.Masking(0.0, dtype="float64", name="padding")(inputs)
+    masked = K.Model(inputs, K.layers.Dense(2, dtype="float64")(K.layers.Flatten(dtype="float64")(hidden)))
+    with pytest.raises(ValueError, match="XLA drops those checks"):
+        tfshap.compile(masked, _padded(rng, 3), jit_compile=True)
+
+    flat = K.Input((FEATURES,), dtype="float64")
+    switching = K.Model(flat, K.layers.Lambda(lambda t: _leaky_relu_by_where(t), dtype="float64")(flat))
+    with pytest.raises(ValueError, match="XLA drops those checks"):
+        tfshap.compile(switching, rng.normal(size=(3, FEATURES)), jit_compile=True)
+
+    plain = K.Sequential([K.Input((FEATURES,), dtype="float64"), K.layers.Dense(4, activation="tanh", dtype="float64"),
+                          K.layers.Dense(2, activation="softmax", dtype="float64")])
+    background, x = rng.normal(size=(5, FEATURES)), rng.normal(size=(3, FEATURES))
+    with_xla = tfshap.compile(plain, background, jit_compile=True).explain(x)
+    without = tfshap.compile(plain, background).explain(x)
+    assert with_xla.additivity_error < 1e-12
+    np.testing.assert_allclose(with_xla.values, without.values, rtol=1e-10, atol=1e-13)
+
+
+def _leaky_relu_by_where(t):
+    """A leaky relu spelled with tf.where: the condition switches between sample and reference."""
+    import tensorflow as tf
+
+    return tf.where(t > 0, t, 0.1 * t)

@@ -94,13 +94,21 @@ class Program:
             ]
 
         fn = tf.function(chunk, jit_compile=self.jit_compile, autograph=False)
-        return fn.get_concrete_function(
+        concrete = fn.get_concrete_function(
             sample_specs,
             sample_specs,
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None, k], tf.int32),
         )
+        if self.jit_compile and _has_checks(concrete.graph):
+            # XLA compiles Assert to nothing: the mask checks would pass whatever the data.
+            raise ValueError(
+                "jit_compile=True cannot explain this model: its masks or tf.where conditions are checked "
+                "at run time (Assert ops), and XLA drops those checks, so a mismatch would give wrong values "
+                "silently. Expected jit_compile=False or None for this model"
+            )
+        return concrete
 
     def _masks_beside_layer(self, ops, paired, attributed, y) -> list[tf.Tensor]:
         """The masks computed from the inputs other than through the attributed layer.
@@ -139,6 +147,13 @@ class Program:
             "branch changes), so nothing was returned. Expected background rows masked like the samples "
             "(e.g. the same padding positions)"
         )
+
+
+def _has_checks(graph: tf.Graph) -> bool:
+    """Whether ``graph`` or any function it calls (loop bodies, gradients) holds an Assert op."""
+    graph_def = graph.as_graph_def()
+    nodes = [*graph_def.node, *(node for function in graph_def.library.function for node in function.node_def)]
+    return any(node.op == "Assert" for node in nodes)
 
 
 def _slots_last(values: tf.Tensor, copies: int, n_pairs: tf.Tensor, k: int) -> tf.Tensor:

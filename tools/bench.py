@@ -142,7 +142,7 @@ def prepare_workload(name, args, data) -> dict:
     }
 
 
-def tfshap_and_floor(workload: dict) -> dict:
+def tfshap_and_floor(workload: dict, jit: bool = False) -> dict:
     """Compile and warm up tfshap and the floor for a workload: ``{method: (call, note)}``; stores the
     first explanation in ``workload["first"]``.
 
@@ -164,6 +164,16 @@ def tfshap_and_floor(workload: dict) -> dict:
         compile_s = time.perf_counter() - start
         first = workload["first"] = explainer.explain(samples)  # warm-up
         methods["tfshap"] = (lambda: explainer.explain(samples), f"compile {compile_s:.1f} s; additivity error {first.additivity_error:.1e}")
+    if jit:  # the same explainer compiled with XLA, a row of its own
+        start = time.perf_counter()
+        try:
+            xla = tfshap.compile(model, background, jit_compile=True)
+        except ValueError as error:
+            methods["tfshap, jit_compile=True"] = (None, f"refused: {str(error)[:60]}")
+        else:
+            compile_s = time.perf_counter() - start
+            error = xla.explain(samples).additivity_error  # warm-up (XLA compiles here)
+            methods["tfshap, jit_compile=True"] = (lambda: xla.explain(samples), f"compile {compile_s:.1f} s; additivity error {error:.1e}")
     floor = plain_gradient_floor(model, workload["n_outputs"])
     floor(samples, background).numpy()  # warm-up (traces)
     methods[FLOOR] = (lambda: floor(samples, background).numpy(), "1 forward over 2·N·K rows + 1 tf.gradients per output")
@@ -292,6 +302,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default %(default)s)")
     parser.add_argument("--workloads", default="cnn", help=f"comma-separated, from {','.join(WORKLOADS)} or all (default %(default)s)")
     parser.add_argument("--skip-shap", action="store_true", help="leave shap.DeepExplainer out")
+    parser.add_argument("--jit", action="store_true", help="add a row for tfshap compiled with jit_compile=True (XLA)")
     parser.add_argument("--gradient", action="store_true",
                         help="also tfshap.GradientExplainer vs shap.GradientExplainer (tools/bench_gradient.py), N=--n")
     parser.add_argument("--memory", default="", help="comma-separated background sizes: peak RSS per size (digits CNN, N=--n)")
@@ -335,7 +346,7 @@ def main(argv=None) -> int:
     # gradient registry patched (shap_DivNoNan, ...), after which training or tracing a gradient
     # by op type fails in this process.
     workloads = {name: prepare_workload(name, args, data) for name in names}
-    methods = {name: tfshap_and_floor(workloads[name]) for name in names}
+    methods = {name: tfshap_and_floor(workloads[name], jit=args.jit) for name in names}
     summary = []
     for name in names:
         w = workloads[name]
