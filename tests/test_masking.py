@@ -97,8 +97,8 @@ def test_where_spelling_of_leaky_relu_equals_the_leaky_relu_rule(K64, rng):
     np.testing.assert_allclose(where_result.values, tfshap.compile(leaky, background).explain(x).values, rtol=1e-6)
 
 
-def test_jit_compile_is_refused_where_masks_are_checked_and_exact_elsewhere(rng):
-    """XLA compiles Assert to nothing, so a mask mismatch would return wrong values silently."""
+def test_jit_compile_is_refused_where_masks_are_checked_or_max_pools_and_exact_elsewhere(rng):
+    """XLA compiles Assert to nothing (a mask mismatch would pass) and does not keep max-pool winners fixed."""
     import tf_keras as K
 
     inputs = K.Input((STEPS, FEATURES), dtype="float64")
@@ -111,6 +111,11 @@ def test_jit_compile_is_refused_where_masks_are_checked_and_exact_elsewhere(rng)
     switching = K.Model(flat, K.layers.Lambda(lambda t: _leaky_relu_by_where(t), dtype="float64")(flat))
     with pytest.raises(ValueError, match="XLA drops those checks"):
         tfshap.compile(switching, rng.normal(size=(3, FEATURES)), jit_compile=True)
+
+    pooled = K.Sequential([K.Input((4, 4, 1), dtype="float64"), K.layers.MaxPooling2D(2, dtype="float64"),
+                           K.layers.Flatten(dtype="float64"), K.layers.Dense(2, dtype="float64")])
+    with pytest.raises(ValueError, match="MaxPool ops take the cross-max rule"):
+        tfshap.compile(pooled, rng.normal(size=(3, 4, 4, 1)), jit_compile=True)
 
     plain = K.Sequential([K.Input((FEATURES,), dtype="float64"), K.layers.Dense(4, activation="tanh", dtype="float64"),
                           K.layers.Dense(2, activation="softmax", dtype="float64")])

@@ -101,14 +101,28 @@ class Program:
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([None, k], tf.int32),
         )
-        if self.jit_compile and _has_checks(concrete.graph):
+        if self.jit_compile:
+            self._refuse_xla_where_inexact(concrete.graph)
+        return concrete
+
+    def _refuse_xla_where_inexact(self, graph: tf.Graph) -> None:
+        """``ValueError`` where XLA would make the attributions wrong (measured in BENCHMARKS.md)."""
+        if _has_checks(graph):
             # XLA compiles Assert to nothing: the mask checks would pass whatever the data.
             raise ValueError(
                 "jit_compile=True cannot explain this model: its masks or tf.where conditions are checked "
                 "at run time (Assert ops), and XLA drops those checks, so a mismatch would give wrong values "
                 "silently. Expected jit_compile=False or None for this model"
             )
-        return concrete
+        cross_max = sorted({op_type for family, op_type in self.report.used if family == "crossmax"})
+        if cross_max:
+            # The winner of each window must be the same position in every recomputation;
+            # XLA's fusions do not guarantee it (misses of 1e-4 in float32 were measured).
+            raise ValueError(
+                f"jit_compile=True cannot explain this model exactly: its {', '.join(cross_max)} ops take the "
+                "cross-max rule, which XLA's fused recomputation of the winning positions breaks. "
+                "Expected jit_compile=False or None for this model"
+            )
 
     def _masks_beside_layer(self, ops, paired, attributed, y) -> list[tf.Tensor]:
         """The masks computed from the inputs other than through the attributed layer.
