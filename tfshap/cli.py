@@ -316,7 +316,7 @@ def cmd_explain(args) -> int:
         scratch_values = [Path(scratch) / f"values_{i}.npy" for i in range(len(inputs))]
         try:  # values stream to memory-mapped scratch files, then into the .npz
             result = explainer.explain_to(
-                _one_or_list(scratch_values), _one_or_list(inputs), check_additivity=True, progress=_show_progress(args)
+                _one_or_list(scratch_values), _one_or_list(inputs), check_additivity=True, progress=args.progress
             )
         except ValueError as exc:
             raise _about_file(exc, "x", f"--inputs {args.inputs}") from None
@@ -358,10 +358,6 @@ def _check_rows(arrays: list, specs, where: str) -> None:
     lengths = [len(a) for a in arrays]
     if len(set(lengths)) > 1:
         raise CliError(f"{where}: the arrays must have the same number of rows; got {lengths}")
-
-
-def _show_progress(args) -> bool:
-    return sys.stderr.isatty() if args.progress is None else args.progress
 
 
 # -- demo -----------------------------------------------------------------------------------

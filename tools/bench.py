@@ -155,29 +155,34 @@ def tfshap_and_floor(workload: dict, jit: bool = False) -> dict:
 
     model, samples, background = workload["model"], workload["samples"], workload["background"]
     methods = {}
-    start = time.perf_counter()
-    try:
-        explainer = tfshap.compile(model, background)
-    except tfshap.UnsupportedOpError as error:
-        methods["tfshap"] = (None, f"not supported: {str(error).splitlines()[1].strip()}")
-    else:
-        compile_s = time.perf_counter() - start
-        first = workload["first"] = explainer.explain(samples)  # warm-up
-        methods["tfshap"] = (lambda: explainer.explain(samples), f"compile {compile_s:.1f} s; additivity error {first.additivity_error:.1e}")
+    call, note, workload["first"] = _compiled(lambda: tfshap.compile(model, background), samples)
+    methods["tfshap"] = (call, note)
     if jit:  # the same explainer compiled with XLA, a row of its own
-        start = time.perf_counter()
-        try:
-            xla = tfshap.compile(model, background, jit_compile=True)
-        except ValueError as error:
-            methods["tfshap, jit_compile=True"] = (None, f"refused: {str(error)[:60]}")
-        else:
-            compile_s = time.perf_counter() - start
-            error = xla.explain(samples).additivity_error  # warm-up (XLA compiles here)
-            methods["tfshap, jit_compile=True"] = (lambda: xla.explain(samples), f"compile {compile_s:.1f} s; additivity error {error:.1e}")
+        call, note, _ = _compiled(lambda: tfshap.compile(model, background, jit_compile=True), samples, refusable=True)
+        methods["tfshap, jit_compile=True"] = (call, note)
     floor = plain_gradient_floor(model, workload["n_outputs"])
     floor(samples, background).numpy()  # warm-up (traces)
     methods[FLOOR] = (lambda: floor(samples, background).numpy(), "1 forward over 2·N·K rows + 1 tf.gradients per output")
     return methods
+
+
+def _compiled(compile_explainer, samples, refusable: bool = False):
+    """``(call, note, first explanation)`` for an explainer compiled and warmed up (XLA compiles on the
+    first call); ``call`` is None where the model is not supported or, if ``refusable``, the options are refused."""
+    import tfshap
+
+    start = time.perf_counter()
+    try:
+        explainer = compile_explainer()
+    except tfshap.UnsupportedOpError as error:
+        return None, f"not supported: {str(error).splitlines()[1].strip()}", None
+    except ValueError as error:
+        if not refusable:
+            raise
+        return None, f"refused: {str(error)[:60]}", None
+    compile_s = time.perf_counter() - start
+    first = explainer.explain(samples)  # warm-up
+    return (lambda: explainer.explain(samples)), f"compile {compile_s:.1f} s; additivity error {first.additivity_error:.1e}", first
 
 
 FLOOR = "plain-gradient floor"
@@ -270,15 +275,20 @@ def stream_child(n: int, k: int) -> None:
         print(f"{n} {k} {peak_rss_mib():.0f} {seconds:.1f} {result.additivity_error:.1e} {size_mib:.0f}")
 
 
+def _child_fields(flag: str, n: int, k: int) -> list[str]:
+    """The six fields a ``--memory-child``/``--stream-child`` run of this script prints last, from a fresh process."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), flag, str(n), str(k)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[-6:]
+
+
 def stream_table(ns: list[int], k: int) -> None:
     """Peak RSS of explain_to over memory-mapped inputs of growing length, each in a fresh process."""
     print(f"\nStreaming: digits CNN, K={k}, all 10 outputs, explain_to from a memory-mapped .npy (peak RSS, ru_maxrss)\n")
     print("| samples N | values file MiB | peak RSS MiB | seconds | additivity error |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for n in ns:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--stream-child", str(n), str(k)],
-                             capture_output=True, text=True, check=True).stdout.split()
-        _, _, rss, seconds, error, size = out[-6:]
+        _, _, rss, seconds, error, size = _child_fields("--stream-child", n, k)
         print(f"| {n:,} | {size} | {rss} | {seconds} | {error} |")
 
 
@@ -288,9 +298,7 @@ def memory_table(n: int, ks: list[int]) -> None:
     print("| background rows K | pairs | peak RSS MiB | seconds | pairs per chunk | additivity error |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for k in ks:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", str(n), str(k)],
-                             capture_output=True, text=True, check=True).stdout.split()
-        _, _, rss, seconds, error, chunk = out[-6:]
+        _, _, rss, seconds, error, chunk = _child_fields("--memory-child", n, k)
         print(f"| {k:,} | {n * k:,} | {rss} | {seconds} | {chunk} | {error} |")
 
 
@@ -350,7 +358,7 @@ def main(argv=None) -> int:
     summary = []
     for name in names:
         w = workloads[name]
-        if not args.skip_shap and "first" in w:
+        if not args.skip_shap and w["first"] is not None:
             methods[name].update(_shap_method(w["model"], w["samples"], w["background"], w["first"], w["n_outputs"]))
         rows = time_methods(w, methods[name], args.repeats)
         rss = peak_rss_mib()
