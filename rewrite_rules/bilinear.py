@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import reapply
-from tfshap.pair import both, cached_multipliers, halves, varying_inputs
+from tfshap.pair import cached_multipliers, halves, on_foreground, varying_inputs
 from tfshap.registry import KEEP, Refusal, gradient_name, register_gradient, register_rule
 
 
@@ -94,8 +94,8 @@ def _operand_name(op: tf.Operation, index: int) -> str:
 
 @cached_multipliers
 def _midpoints(op: tf.Operation) -> list[tf.Tensor | None]:
-    """``both((A + rA) / 2)`` for each varying operand."""
-    return [both(_midpoint(t)) if flag else None for t, flag in zip(op.inputs, varying_inputs(op))]
+    """``on_foreground((A + rA) / 2)`` for each varying operand."""
+    return [on_foreground(_midpoint(t)) if flag else None for t, flag in zip(op.inputs, varying_inputs(op))]
 
 
 def _midpoint(t: tf.Tensor) -> tf.Tensor:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import reapply
-from tfshap.pair import both, cached_multipliers, close, derivative, halves, operand_halves, ratio, unbroadcast, varying_inputs
+from tfshap.pair import cached_multipliers, close, derivative, halves, on_foreground, operand_halves, ratio, unbroadcast, varying_inputs
 from tfshap.registry import KEEP, gradient_name, register_gradient, register_rule
 
 
 def _gradient(multipliers):
-    """The gradient function of a binary rule: ``both(m) · grad`` per varying operand, un-broadcast."""
-    cached = cached_multipliers(lambda op: [None if m is None else both(m) for m in multipliers(op)])
+    """The gradient function of a binary rule: ``on_foreground(m) · grad`` per varying operand, un-broadcast."""
+    cached = cached_multipliers(lambda op: [None if m is None else on_foreground(m) for m in multipliers(op)])
 
     def gradient(op: tf.Operation, grad: tf.Tensor):
         return [

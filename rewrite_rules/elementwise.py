@@ -9,7 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import reapply
-from tfshap.pair import both, cached_multipliers, close, derivative, halves, ratio
+from tfshap.pair import cached_multipliers, close, derivative, halves, on_foreground, ratio
 from tfshap.registry import register_rule
 
 
@@ -18,7 +18,7 @@ def _rescale_multiplier(op: tf.Operation) -> tf.Tensor:
     x, r = halves(op.inputs[0])
     fx, fr = halves(op.outputs[0])
     slope_at_midpoint = derivative(lambda t: reapply(op, t), (x + r) / 2)
-    return both(ratio(fx - fr, x - r, close(x, r), slope_at_midpoint))
+    return on_foreground(ratio(fx - fr, x - r, close(x, r), slope_at_midpoint))
 
 
 def rescale(op: tf.Operation, grad: tf.Tensor):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import batch_axis_refusal
-from tfshap.pair import both, cached_multipliers, close, halves, ratio, unbroadcast, varying_inputs
+from tfshap.pair import cached_multipliers, close, halves, on_foreground, ratio, unbroadcast, varying_inputs
 from tfshap.registry import KEEP, Refusal, register_gradient, register_rule
 
 #: Starts the message of the run-time check; the runner turns it into MaskMismatchError.
@@ -56,7 +56,7 @@ def _select_multipliers(op: tf.Operation) -> tuple[tf.Tensor, tf.Tensor, tf.Oper
     m_else = tf.where(switched, ratio(y_x - y_r, b_x - b_r, tf.logical_not(through_else), zeros), tf.cast(~c_x, y_x.dtype))
     stuck = switched & a_still & b_still & tf.logical_not(close(y_x, y_r))
     check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(stuck)), [f"{MISMATCH_MARKER} {op.name}"])
-    return both(m_then), both(m_else), check
+    return on_foreground(m_then), on_foreground(m_else), check
 
 
 def _halves_of(op: tf.Operation, index: int, shape: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

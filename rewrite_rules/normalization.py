@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfshap.pair import both, cached_multipliers, close, halves, ratio
+from tfshap.pair import cached_multipliers, close, halves, on_foreground, ratio
 from tfshap.registry import KEEP, Refusal, gradient_name, register_gradient, register_rule
 
 FUSED_BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
@@ -174,7 +174,7 @@ def _layer_norm_multipliers(op: tf.Operation):
     dr, vr, sr = _statistics(r, eps)
     ux, ur = vx + eps, vr + eps
     m_s = ratio(sx - sr, ux - ur, close(ux, ur), -0.5 * tf.math.rsqrt((ux + ur) / 2) ** 3)
-    return both((dx + dr) / 2), both((sx + sr) / 2), both(m_s)
+    return on_foreground((dx + dr) / 2), on_foreground((sx + sr) / 2), on_foreground(m_s)
 
 
 def layer_norm(op: tf.Operation, grad: tf.Tensor, *unused_grads):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfshap.pair import both, cached_multipliers, close, halves, ratio
+from tfshap.pair import cached_multipliers, close, halves, on_foreground, ratio
 from tfshap.registry import register_rule
 
 
@@ -21,11 +21,11 @@ def _multipliers(op: tf.Operation):
     x, r = halves(op.inputs[0])
     m_e, m_log, c, log_sx, log_sr = _log_normaliser_multipliers(x, r)
     if op.type == "LogSoftmax":
-        return both(m_e), both(m_log), None
+        return on_foreground(m_e), on_foreground(m_log), None
     lx, lr = x - c - log_sx, r - c - log_sr
     px, pr = halves(op.outputs[0])
     m_p = ratio(px - pr, lx - lr, close(lx, lr), tf.exp((lx + lr) / 2))
-    return both(m_e), both(m_log), both(m_p)
+    return on_foreground(m_e), on_foreground(m_log), on_foreground(m_p)
 
 
 def _log_normaliser_multipliers(x: tf.Tensor, r: tf.Tensor):

@@ -1,12 +1,19 @@
 """Helpers shared by the rules: every op sees a paired batch, foreground rows then reference rows.
 
-A rule computes multipliers ``m`` on the halves and returns ``both(m) * grad``, so the
-foreground half of the gradient is the DeepLIFT multiplier times the upstream multiplier.
+The foreground rows are one per (sample, background row) pair; the reference rows are each
+background row of the chunk once, so their forward pass is shared by all the samples
+paired with them. :func:`paired_rows` says, while the rules build their gradients, how many
+rows are foreground and which reference row each pairs with. A rule computes multipliers
+``m`` on :func:`halves` and returns ``on_foreground(m) * grad``: attributions are read from
+the foreground rows only, so the reference rows get no gradient.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
+from dataclasses import dataclass
 
 import tensorflow as tf
 
@@ -19,15 +26,66 @@ VARYING_ATTR = "_tfshap_varying"
 _CLOSE_ULPS = 32
 
 
+@dataclass(frozen=True)
+class Layout:
+    """``n_foreground`` pair rows, then ``n_reference`` rows; pair row ``p`` pairs with ``reference_index[p]``."""
+
+    n_foreground: tf.Tensor
+    n_reference: tf.Tensor
+    reference_index: tf.Tensor
+
+
+_current = threading.local()
+
+
+@contextlib.contextmanager
+def paired_rows(n_foreground, n_reference, reference_index):
+    """The layout of the paired batch, for the rules' gradients built inside this block."""
+    previous = getattr(_current, "layout", None)
+    _current.layout = Layout(
+        tf.convert_to_tensor(n_foreground, tf.int32),
+        tf.convert_to_tensor(n_reference, tf.int32),
+        tf.convert_to_tensor(reference_index, tf.int32),
+    )
+    try:
+        yield _current.layout
+    finally:
+        _current.layout = previous
+
+
+def one_to_one(n: int | tf.Tensor):
+    """``paired_rows`` for ``n`` foreground rows followed by their ``n`` references, in order."""
+    return paired_rows(n, n, tf.range(n))
+
+
+def _layout() -> Layout:
+    layout = getattr(_current, "layout", None)
+    if layout is None:
+        raise RuntimeError("a tfshap rule built its gradient outside tfshap.pair.paired_rows: the paired layout is unknown")
+    return layout
+
+
 def halves(t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Split a paired tensor into its foreground and reference halves."""
-    n = tf.shape(t)[0] // 2
-    return t[:n], t[n:]
+    """The foreground rows of a paired tensor, and each one's reference row.
+
+    Axis 0 may hold ``g`` consecutive entries per row (a reshape that folds other axes into
+    the batch axis, as tf_keras's fused layer normalization does); each group moves as one.
+    """
+    layout = _layout()
+    group = tf.shape(t)[0] // (layout.n_foreground + layout.n_reference)
+    foreground = t[: layout.n_foreground * group]
+    rest = tf.shape(t)[1:]
+    grouped = tf.reshape(t[layout.n_foreground * group :], tf.concat([[layout.n_reference, group], rest], 0))
+    reference = tf.reshape(tf.gather(grouped, layout.reference_index), tf.shape(foreground))
+    return foreground, reference
 
 
-def both(m: tf.Tensor) -> tf.Tensor:
-    """The same multiplier for both halves of the pair."""
-    return tf.concat([m, m], 0)
+def on_foreground(m: tf.Tensor) -> tf.Tensor:
+    """``m`` on the foreground rows and zero on the reference rows, at the paired batch's length."""
+    layout = _layout()
+    group = tf.shape(m)[0] // layout.n_foreground
+    padding = tf.concat([[[0, layout.n_reference * group]], tf.zeros([tf.rank(m) - 1, 2], tf.int32)], 0)
+    return tf.pad(m, padding)
 
 
 def mark_varying(op: tf.Operation, varying: tuple[bool, ...]) -> None:

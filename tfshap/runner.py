@@ -11,6 +11,7 @@ import tensorflow as tf
 from .errors import CompileError, MaskMismatchError
 from .rewrite_rules.mask import MISMATCH_MARKER
 from .graph import reaching_tensors, varying_tensors
+from .pair import halves, paired_rows
 from .rewrite import RewriteReport, layer_lookup, rewrite
 from .trace import Traced
 
@@ -23,9 +24,10 @@ _SEPARATE_BACKWARDS_MAX = 16
 class Program:
     """The rewritten graph: for a chunk of (sample, background row) pairs, the summed ``m · Δ``.
 
-    ``chunk(samples, background, sample_index, background_index, output_index)`` returns, for
+    ``chunk(samples, references, sample_index, reference_index, output_index)`` returns, for
     each attributed tensor, ``(n_samples, *shape, k)``: the sum over the chunk's pairs of each
-    sample of ``m · (x − r)`` for the ``k`` outputs named per sample by ``output_index``.
+    sample of ``m · (x − r)`` for the ``k`` outputs named per sample by ``output_index``. Pair
+    ``p`` is sample ``sample_index[p]`` with reference row ``reference_index[p]``.
     """
 
     def __init__(self, traced: Traced, jit_compile: bool):
@@ -59,34 +61,14 @@ class Program:
         copies = k if k > _SEPARATE_BACKWARDS_MAX else 1
         passes = k // copies
 
-        def chunk(samples, background, sample_index, background_index, output_index):
+        def chunk(samples, references, sample_index, reference_index, output_index):
             n_pairs = tf.shape(sample_index)[0]
-            rows_sample = tf.tile(sample_index, [copies])
-            rows_background = tf.tile(background_index, [copies])
-            x = [tf.gather(s, rows_sample) for s in samples]
-            r = [tf.gather(b, rows_background) for b in background]
-            paired = [tf.concat([xi, ri], 0) for xi, ri in zip(x, r)]
-            graph = tf.compat.v1.get_default_graph()
-            first = len(graph.get_operations())
-            y, attributed = self.traced.call(paired)
-            ops = graph.get_operations()[first:]
-            sources = paired if attributed is None else [*attributed, *self._masks_beside_layer(ops, paired, attributed, y)]
-            self.report = rewrite(ops, sources, [y], self._layer_of)
-            if attributed is not None:
-                sources = attributed
-            self.activation_bytes_per_row = _activation_bytes_per_row(ops, sources)
             n_rows = n_pairs * copies
-            # output slot c * passes + j of pair p is explained by row c * n_pairs + p, pass j
-            slots = tf.reshape(tf.gather(output_index, sample_index), [n_pairs, copies, passes])
-            row_outputs = tf.reshape(tf.transpose(slots, [1, 0, 2]), [n_rows, passes])
-            deltas = [s[:n_rows] - s[n_rows:] for s in sources]
-            per_source = [[] for _ in sources]
-            for j in range(passes):
-                target = tf.gather(y[:n_rows], row_outputs[:, j], batch_dims=1)
-                grads = tf.gradients(target, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                for i, grad in enumerate(grads):
-                    # a source feeding a gather gets IndexedSlices
-                    per_source[i].append(tf.convert_to_tensor(grad)[:n_rows] * deltas[i])
+            x = [tf.gather(s, tf.tile(sample_index, [copies])) for s in samples]
+            # Each reference row once: its forward pass is shared by every sample paired with it.
+            paired = [tf.concat([xi, ri], 0) for xi, ri in zip(x, references)]
+            with paired_rows(n_rows, tf.shape(references[0])[0], tf.tile(reference_index, [copies])):
+                per_source = self._attribute(paired, n_rows, copies, passes, tf.gather(output_index, sample_index))
             n_samples = tf.shape(samples[0])[0]
             return [
                 tf.math.unsorted_segment_sum(_slots_last(tf.stack(v, -1), copies, n_pairs, k), sample_index, n_samples)
@@ -104,6 +86,30 @@ class Program:
         if self.jit_compile:
             self._refuse_xla_where_inexact(concrete.graph)
         return concrete
+
+    def _attribute(self, paired, n_rows, copies: int, passes: int, pair_outputs) -> list[list[tf.Tensor]]:
+        """Trace the model on the paired rows, rewrite it, and take ``m · Δ`` per source, pass and row."""
+        graph = tf.compat.v1.get_default_graph()
+        first = len(graph.get_operations())
+        y, attributed = self.traced.call(paired)
+        ops = graph.get_operations()[first:]
+        sources = paired if attributed is None else [*attributed, *self._masks_beside_layer(ops, paired, attributed, y)]
+        self.report = rewrite(ops, sources, [y], self._layer_of)
+        if attributed is not None:
+            sources = attributed
+        self.activation_bytes_per_row = _activation_bytes_per_row(ops, sources)
+        # output slot c * passes + j of pair p is explained by row c * n_pairs + p, pass j
+        slots = tf.reshape(pair_outputs, [-1, copies, passes])
+        row_outputs = tf.reshape(tf.transpose(slots, [1, 0, 2]), [n_rows, passes])
+        deltas = [tf.subtract(*halves(s)) for s in sources]
+        per_source = [[] for _ in sources]
+        for j in range(passes):
+            target = tf.gather(y[:n_rows], row_outputs[:, j], batch_dims=1)
+            grads = tf.gradients(target, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            for i, grad in enumerate(grads):
+                # a source feeding a gather gets IndexedSlices
+                per_source[i].append(tf.convert_to_tensor(grad)[:n_rows] * deltas[i])
+        return per_source
 
     def _refuse_xla_where_inexact(self, graph: tf.Graph) -> None:
         """``ValueError`` where XLA would make the attributions wrong (measured in BENCHMARKS.md)."""
@@ -232,14 +238,16 @@ def run_pairs(
 
     def run_chunk(start: int, device: str | None):
         pairs = np.arange(start, min(start + batch_size, total_pairs))
-        sample_index, background_index = pairs // k_background, pairs % k_background
+        sample_index = pairs // k_background
         first, last = int(sample_index[0]), int(sample_index[-1]) + 1
+        rows, reference_index = np.unique(pairs % k_background, return_inverse=True)
         with tf.device(device):
+            references = background if len(rows) == k_background else [tf.gather(b, rows) for b in background]
             result = chunk_fn(
                 [tf.convert_to_tensor(s[first:last]) for s in samples],
-                list(background),
+                list(references),
                 tf.convert_to_tensor(sample_index - first, tf.int32),
-                tf.convert_to_tensor(background_index, tf.int32),
+                tf.convert_to_tensor(reference_index, tf.int32),
                 tf.convert_to_tensor(output_index[first:last], tf.int32),
             )
             return first, last, [part.numpy() for part in result]

@@ -30,7 +30,7 @@ import tfshap  # noqa: E402,F401  (registers every rule)
 from tfshap import _tf_private, registry  # noqa: E402
 from tfshap.errors import UnsupportedOpError  # noqa: E402
 from tfshap.graph import reaching_tensors, varying_tensors  # noqa: E402
-from tfshap.pair import VARYING_ATTR  # noqa: E402
+from tfshap.pair import VARYING_ATTR, one_to_one  # noqa: E402
 from tfshap.rewrite import rewrite  # noqa: E402
 
 from .cases import CASES, REFUSALS, N, sample  # noqa: E402
@@ -115,7 +115,11 @@ def compiled(case_id: str, dtype: str) -> Compiled:
         )
         return outs, [tf.convert_to_tensor(g) for g in grads]
 
-    concrete = tf.function(fn, autograph=False).get_concrete_function(in_specs, in_specs, w_specs)
+    def in_layout(xs, rs, ws):
+        with one_to_one(N):
+            return fn(xs, rs, ws)
+
+    concrete = tf.function(in_layout, autograph=False).get_concrete_function(in_specs, in_specs, w_specs)
     return Compiled(concrete, records, used, [o.dtype for o in eager], weights)
 
 
@@ -293,7 +297,8 @@ def test_refusals_name_the_op_type(refusal):
         graph = tf.compat.v1.get_default_graph()
         first = len(graph.get_operations())
         out = refusal.build(*paired)
-        rewrite(graph.get_operations()[first:], sources=paired, targets=[out])
+        with one_to_one(N):
+            rewrite(graph.get_operations()[first:], sources=paired, targets=[out])
         return out
 
     with pytest.raises(UnsupportedOpError) as error:

@@ -1,0 +1,78 @@
+"""The paired layout: each chunk runs its reference rows once, shared by every sample paired with them.
+
+The values must not depend on how the pairs fall into chunks: one pair per chunk (one
+foreground row, one reference row), chunks that end inside a sample (a few of the
+background rows), and one chunk holding every pair (each background row once, far fewer
+reference rows than pairs) all give the same attributions, in float64, for models whose
+rules read the reference halves in every way they do: elementwise, cross-max, softmax,
+products of two varying operands, a loop body, and tf_keras's fused layer normalization,
+whose batch axis holds several rows per sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfshap
+from tfshap.pair import halves, on_foreground, paired_rows
+from tfshap.runner import run_pairs
+
+from models._helpers import assert_additive, floatx, keras_module
+
+
+def test_halves_pairs_each_foreground_row_with_its_reference_row():
+    # 3 foreground rows, then 2 reference rows; axis 0 holds 2 entries per row (a folded reshape).
+    t = tf.constant(np.arange(10 * 3, dtype=np.float64).reshape(10, 3))
+    with paired_rows(3, 2, [1, 0, 1]):
+        foreground, reference = halves(t)
+        padded = on_foreground(foreground)
+    np.testing.assert_array_equal(foreground.numpy(), t.numpy()[:6])
+    rows = t.numpy()[6:].reshape(2, 2, 3)
+    np.testing.assert_array_equal(reference.numpy(), rows[[1, 0, 1]].reshape(6, 3))
+    np.testing.assert_array_equal(padded.numpy(), np.concatenate([t.numpy()[:6], np.zeros((4, 3))]))
+
+
+def test_a_rule_outside_a_layout_is_an_error():
+    with pytest.raises(RuntimeError, match="paired layout is unknown"):
+        halves(tf.zeros([4, 2]))
+
+
+def _feed_forward(K):
+    inputs = K.Input((6, 6, 1))
+    h = K.layers.Conv2D(3, 3, activation="relu")(inputs)
+    h = K.layers.MaxPooling2D()(h)
+    h = K.layers.Flatten()(h)
+    gate = K.layers.Dense(8, activation="sigmoid")(h)
+    h = K.layers.Multiply()([K.layers.Dense(8, activation="tanh")(h), gate])
+    outputs = K.layers.Dense(3, activation="softmax")(h)
+    return K.Model(inputs, outputs), (6, 6, 1)
+
+
+def _recurrent(K):
+    inputs = K.Input((5, 4))
+    h = K.layers.LSTM(6, return_sequences=True)(inputs)
+    h = K.layers.LayerNormalization()(h)  # fused in tf_keras: its batch axis holds 5 rows per sample
+    h = K.layers.GRU(4)(h)
+    outputs = K.layers.Dense(3)(h)
+    return K.Model(inputs, outputs), (5, 4)
+
+
+@pytest.mark.parametrize("build", [_feed_forward, _recurrent], ids=["feed_forward", "recurrent"])
+@pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
+def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
+    K = keras_module(keras_name)
+    rng = np.random.default_rng(7)
+    with floatx(K, "float64"):
+        K.utils.set_random_seed(3)
+        model, shape = build(K)
+    background, x = rng.normal(size=(6, *shape)), rng.normal(size=(4, *shape))
+    explainer = tfshap.compile(model, background)
+    result = explainer.explain(x)
+    assert_additive(result, 1e-10)
+    chunk, outputs = explainer.program.chunk(3), np.tile(np.arange(3), (len(x), 1))
+    # 1: one pair per chunk; 5 and 9: chunks end inside a sample; 24: one chunk, 6 reference rows for 24 pairs.
+    for size in (1, 5, 9, 24):
+        values = run_pairs(chunk, [x], explainer.background, outputs, size)[0]
+        np.testing.assert_allclose(values, result.values, rtol=0, atol=1e-12, err_msg=f"batch_size={size}")
