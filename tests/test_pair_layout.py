@@ -16,21 +16,31 @@ import pytest
 import tensorflow as tf
 
 import tfshap
-from tfshap.pair import halves, on_foreground, paired_rows
+from tfshap.pair import grouped_halves, halves, on_foreground, on_grouped_foreground, paired_rows
 from tfshap.runner import run_pairs
 
 from models._helpers import assert_additive, floatx, keras_module
 
 
 def test_halves_pairs_each_foreground_row_with_its_reference_row():
-    # 3 foreground rows, then 2 reference rows; axis 0 holds 2 entries per row (a folded reshape).
-    t = tf.constant(np.arange(10 * 3, dtype=np.float64).reshape(10, 3))
+    t = tf.constant(np.arange(5 * 3, dtype=np.float64).reshape(5, 3))  # 3 foreground rows, then 2 reference rows
     with paired_rows(3, 2, [1, 0, 1]):
         foreground, reference = halves(t)
-        padded = on_foreground(foreground)
+        padded = on_foreground(foreground[:, 0])
+    np.testing.assert_array_equal(foreground.numpy(), t.numpy()[:3])
+    np.testing.assert_array_equal(reference.numpy(), t.numpy()[[4, 3, 4]])
+    np.testing.assert_array_equal(padded.numpy(), [0, 3, 6, 0, 0])
+
+
+def test_grouped_halves_move_each_rows_run_of_entries_together():
+    # axis 0 holds 2 entries per row (a reshape folding another axis into the batch axis)
+    t = tf.constant(np.arange(10 * 3, dtype=np.float64).reshape(10, 3))
+    with paired_rows(3, 2, [1, 0, 1]):
+        foreground, reference, group = grouped_halves(t)
+        padded = on_grouped_foreground(foreground, group)
+    assert int(group) == 2
     np.testing.assert_array_equal(foreground.numpy(), t.numpy()[:6])
-    rows = t.numpy()[6:].reshape(2, 2, 3)
-    np.testing.assert_array_equal(reference.numpy(), rows[[1, 0, 1]].reshape(6, 3))
+    np.testing.assert_array_equal(reference.numpy(), t.numpy()[6:].reshape(2, 2, 3)[[1, 0, 1]].reshape(6, 3))
     np.testing.assert_array_equal(padded.numpy(), np.concatenate([t.numpy()[:6], np.zeros((4, 3))]))
 
 

@@ -11,12 +11,16 @@ import tensorflow as tf
 from .errors import CompileError, MaskMismatchError
 from .rewrite_rules.mask import MISMATCH_MARKER
 from .graph import reaching_tensors, varying_tensors
-from .pair import halves, paired_rows
+from .pair import halves, on_foreground, paired_rows
 from .rewrite import RewriteReport, layer_lookup, rewrite
 from .trace import Traced
 
-_MAX_PAIRS_PER_CHUNK = 1024  # measured: larger chunks were no faster on the digits CNN
 _MIN_PAIRS_PER_CHUNK = 16
+#: Chunks hold at most this many pairs, or more where they still fit in ``_SMALL_CHUNK_BYTES``:
+#: beyond it larger chunks were no faster on the digits CNN, while a small model's fixed cost
+#: per chunk dominates (the mlp of tools/bench.py: 7 chunks of 1,024 pairs took 1.9× one of 6,400).
+_MAX_PAIRS_PER_CHUNK = 1024
+_SMALL_CHUNK_BYTES = 128 << 20
 #: Up to this many outputs, one backward pass each; beyond, one pass over copies of the pairs.
 _SEPARATE_BACKWARDS_MAX = 16
 
@@ -62,18 +66,16 @@ class Program:
         passes = k // copies
 
         def chunk(samples, references, sample_index, reference_index, output_index):
-            n_pairs = tf.shape(sample_index)[0]
+            n_pairs, n_samples = tf.shape(sample_index)[0], tf.shape(samples[0])[0]
             n_rows = n_pairs * copies
             x = [tf.gather(s, tf.tile(sample_index, [copies])) for s in samples]
             # Each reference row once: its forward pass is shared by every sample paired with it.
             paired = [tf.concat([xi, ri], 0) for xi, ri in zip(x, references)]
+            # row c * n_pairs + p adds into c * n_samples + its sample
+            row_slots = tf.reshape(tf.range(copies)[:, None] * n_samples + sample_index[None], [-1])
             with paired_rows(n_rows, tf.shape(references[0])[0], tf.tile(reference_index, [copies])):
-                per_source = self._attribute(paired, n_rows, copies, passes, tf.gather(output_index, sample_index))
-            n_samples = tf.shape(samples[0])[0]
-            return [
-                tf.math.unsorted_segment_sum(_slots_last(tf.stack(v, -1), copies, n_pairs, k), sample_index, n_samples)
-                for v in per_source
-            ]
+                per_source = self._attribute(paired, copies, passes, tf.gather(output_index, sample_index), row_slots, copies * n_samples)
+            return [_slots_last(tf.stack(v, -1), copies, n_samples, k) for v in per_source]
 
         fn = tf.function(chunk, jit_compile=self.jit_compile, autograph=False)
         concrete = fn.get_concrete_function(
@@ -87,8 +89,8 @@ class Program:
             self._refuse_xla_where_inexact(concrete.graph)
         return concrete
 
-    def _attribute(self, paired, n_rows, copies: int, passes: int, pair_outputs) -> list[list[tf.Tensor]]:
-        """Trace the model on the paired rows, rewrite it, and take ``m · Δ`` per source, pass and row."""
+    def _attribute(self, paired, copies: int, passes: int, pair_outputs, row_slots, n_slots) -> list[list[tf.Tensor]]:
+        """Trace the model on the paired rows and rewrite it; per source and pass, ``m · Δ`` summed by slot."""
         graph = tf.compat.v1.get_default_graph()
         first = len(graph.get_operations())
         y, attributed = self.traced.call(paired)
@@ -100,15 +102,18 @@ class Program:
         self.activation_bytes_per_row = _activation_bytes_per_row(ops, sources)
         # output slot c * passes + j of pair p is explained by row c * n_pairs + p, pass j
         slots = tf.reshape(pair_outputs, [-1, copies, passes])
-        row_outputs = tf.reshape(tf.transpose(slots, [1, 0, 2]), [n_rows, passes])
+        row_outputs = tf.reshape(tf.transpose(slots, [1, 0, 2]), [-1, passes])
+        n_outputs = y.shape[-1] if y.shape[-1] is not None else tf.shape(y)[-1]
         deltas = [tf.subtract(*halves(s)) for s in sources]
         per_source = [[] for _ in sources]
         for j in range(passes):
-            target = tf.gather(y[:n_rows], row_outputs[:, j], batch_dims=1)
-            grads = tf.gradients(target, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            for i, grad in enumerate(grads):
+            # the explained output of each foreground row as weights on y: no slice or gather to differentiate
+            weights = on_foreground(tf.one_hot(row_outputs[:, j], n_outputs, dtype=y.dtype))
+            grads = tf.gradients(y, sources, grad_ys=weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            for i, (grad, delta) in enumerate(zip(grads, deltas)):
                 # a source feeding a gather gets IndexedSlices
-                per_source[i].append(tf.convert_to_tensor(grad)[:n_rows] * deltas[i])
+                foreground = tf.convert_to_tensor(grad)[: tf.shape(delta)[0]]
+                per_source[i].append(tf.math.unsorted_segment_sum(foreground * delta, row_slots, n_slots))
         return per_source
 
     def _refuse_xla_where_inexact(self, graph: tf.Graph) -> None:
@@ -176,12 +181,12 @@ def _has_checks(graph: tf.Graph) -> bool:
     return any(node.op == "Assert" for node in nodes)
 
 
-def _slots_last(values: tf.Tensor, copies: int, n_pairs: tf.Tensor, k: int) -> tf.Tensor:
-    """``(copies · n_pairs, *shape, passes)`` → ``(n_pairs, *shape, k)``, slot ``c · passes + j``."""
+def _slots_last(values: tf.Tensor, copies: int, n_samples: tf.Tensor, k: int) -> tf.Tensor:
+    """``(copies · n_samples, *shape, passes)`` → ``(n_samples, *shape, k)``, slot ``c · passes + j``."""
     if copies == 1:
         return values
     rank = values.shape.rank
-    split = tf.reshape(values, tf.concat([[copies, n_pairs], tf.shape(values)[1:]], 0))
+    split = tf.reshape(values, tf.concat([[copies, n_samples], tf.shape(values)[1:]], 0))
     moved = tf.transpose(split, [*range(1, rank), 0, rank])
     return tf.reshape(moved, tf.concat([tf.shape(moved)[:-2], [k]], 0))
 
@@ -206,7 +211,8 @@ def default_batch_size(program: Program, k: int, attributed_elements: int) -> in
     copies = k if k > _SEPARATE_BACKWARDS_MAX else 1
     per_pair = 2 * program.activation_bytes_per_row * copies * (2 + min(k // copies, 4)) + 8 * attributed_elements * k
     pairs = budget // max(per_pair, 1)
-    return int(np.clip(pairs, _MIN_PAIRS_PER_CHUNK, _MAX_PAIRS_PER_CHUNK))
+    most = max(_MAX_PAIRS_PER_CHUNK, _SMALL_CHUNK_BYTES // max(per_pair, 1))
+    return int(np.clip(pairs, _MIN_PAIRS_PER_CHUNK, most))
 
 
 def _available_memory() -> int:
