@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfshap.pair import cached_multipliers, close, grouped_halves, on_grouped_foreground, ratio
+from tfshap.pair import cached_multipliers, close, halves, on_foreground, ratio
 from tfshap.registry import KEEP, Refusal, gradient_name, register_gradient, register_rule
 
 FUSED_BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
@@ -169,12 +169,12 @@ def _statistics(x: tf.Tensor, eps: float):
 def _layer_norm_multipliers(op: tf.Operation):
     """Paired d̄, s̄ and m_s = Δs / Δv; each row of the batch is a run of channels (see the plan)."""
     eps = op.get_attr("epsilon")
-    x, r, group = grouped_halves(_channels(op.inputs[0], tf.float32 if op.inputs[0].dtype.size < 4 else op.inputs[0].dtype))
+    x, r = halves(_channels(op.inputs[0], tf.float32 if op.inputs[0].dtype.size < 4 else op.inputs[0].dtype))
     dx, vx, sx = _statistics(x, eps)
     dr, vr, sr = _statistics(r, eps)
     ux, ur = vx + eps, vr + eps
     m_s = ratio(sx - sr, ux - ur, close(ux, ur), -0.5 * tf.math.rsqrt((ux + ur) / 2) ** 3)
-    return [on_grouped_foreground(v, group) for v in ((dx + dr) / 2, (sx + sr) / 2, m_s)]
+    return on_foreground((dx + dr) / 2), on_foreground((sx + sr) / 2), on_foreground(m_s)
 
 
 def layer_norm(op: tf.Operation, grad: tf.Tensor, *unused_grads):

@@ -5,8 +5,8 @@ foreground row, one reference row), chunks that end inside a sample (a few of th
 background rows), and one chunk holding every pair (each background row once, far fewer
 reference rows than pairs) all give the same attributions, in float64, for models whose
 rules read the reference halves in every way they do: elementwise, cross-max, softmax,
-products of two varying operands, a loop body, and tf_keras's fused layer normalization,
-whose batch axis holds several rows per sample.
+products of two varying operands, a loop body, and tf_keras's TimeDistributed and fused
+layer normalization, whose batch axis holds several entries per row.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import tfshap
-from tfshap.pair import grouped_halves, halves, on_foreground, on_grouped_foreground, paired_rows
+from tfshap.pair import halves, on_foreground, paired_rows
 from tfshap.runner import run_pairs
 
 from models._helpers import assert_additive, floatx, keras_module
@@ -32,13 +32,12 @@ def test_halves_pairs_each_foreground_row_with_its_reference_row():
     np.testing.assert_array_equal(padded.numpy(), [0, 3, 6, 0, 0])
 
 
-def test_grouped_halves_move_each_rows_run_of_entries_together():
-    # axis 0 holds 2 entries per row (a reshape folding another axis into the batch axis)
+def test_halves_move_each_rows_run_of_entries_together():
+    # axis 0 holds 2 entries per row (a reshape folding time steps into the batch axis)
     t = tf.constant(np.arange(10 * 3, dtype=np.float64).reshape(10, 3))
     with paired_rows(3, 2, [1, 0, 1]):
-        foreground, reference, group = grouped_halves(t)
-        padded = on_grouped_foreground(foreground, group)
-    assert int(group) == 2
+        foreground, reference = halves(t)
+        padded = on_foreground(foreground)
     np.testing.assert_array_equal(foreground.numpy(), t.numpy()[:6])
     np.testing.assert_array_equal(reference.numpy(), t.numpy()[6:].reshape(2, 2, 3)[[1, 0, 1]].reshape(6, 3))
     np.testing.assert_array_equal(padded.numpy(), np.concatenate([t.numpy()[:6], np.zeros((4, 3))]))
@@ -63,6 +62,7 @@ def _feed_forward(K):
 def _recurrent(K):
     inputs = K.Input((5, 4))
     h = K.layers.LSTM(6, return_sequences=True)(inputs)
+    h = K.layers.TimeDistributed(K.layers.Dense(6, activation="relu"))(h)  # tf_keras folds time into the batch axis
     h = K.layers.LayerNormalization()(h)  # fused in tf_keras: its batch axis holds 5 rows per sample
     h = K.layers.GRU(4)(h)
     outputs = K.layers.Dense(3)(h)

@@ -26,10 +26,6 @@ VARYING_ATTR = "_tfshap_varying"
 _CLOSE_ULPS = 32
 
 
-#: Ranks up to which ``on_foreground`` finds its padding ready-made (higher ranks build it).
-_PADDED_RANKS = 8
-
-
 @dataclass(frozen=True)
 class Layout:
     """``n_foreground`` pair rows, then ``n_reference`` rows; pair row ``p`` pairs with ``reference_index[p]``.
@@ -41,9 +37,11 @@ class Layout:
     n_foreground: tf.Tensor
     n_reference: tf.Tensor
     reference_index: tf.Tensor
+    by_row: tf.Tensor  # [n_foreground + n_reference, -1]: a reshape to one row per batch row
+    foreground_by_row: tf.Tensor  # [n_foreground, -1]
     foreground_end: tf.Tensor  # [n_foreground], the end of a slice
     reference_rows: tf.Tensor  # n_foreground + reference_index: each pair row's reference row
-    paddings: tuple  # by rank - 1: [[0, n_reference], [0, 0], ...]
+    reference_padding: tf.Tensor  # [[0, n_reference], [0, 0]]
 
 
 _current = threading.local()
@@ -56,14 +54,15 @@ def paired_rows(n_foreground, n_reference, reference_index):
     n_foreground = tf.convert_to_tensor(n_foreground, tf.int32)
     n_reference = tf.convert_to_tensor(n_reference, tf.int32)
     reference_index = tf.convert_to_tensor(reference_index, tf.int32)
-    reference_pad = tf.stack([0, n_reference])[None]
     _current.layout = Layout(
         n_foreground,
         n_reference,
         reference_index,
+        tf.stack([n_foreground + n_reference, -1]),
+        tf.stack([n_foreground, -1]),
         tf.reshape(n_foreground, [1]),
         reference_index + n_foreground,
-        tuple(tf.concat([reference_pad, tf.zeros([rank - 1, 2], tf.int32)], 0) for rank in range(1, _PADDED_RANKS + 1)),
+        tf.stack([tf.stack([0, n_reference]), [0, 0]]),
     )
     try:
         yield _current.layout
@@ -84,35 +83,30 @@ def _layout() -> Layout:
 
 
 def halves(t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The foreground rows of a paired tensor, and each one's reference row."""
+    """The foreground rows of a paired tensor, and each one's reference row.
+
+    Axis 0 may hold ``g`` consecutive entries per row (a reshape that folds time steps or
+    channels into the batch axis, as TimeDistributed and tf_keras's fused layer normalization
+    do): viewed as one row per batch row, each row's entries move together.
+    """
     layout = _layout()
-    return tf.strided_slice(t, [0], layout.foreground_end, [1]), tf.gather(t, layout.reference_rows)
+    rows = tf.reshape(t, layout.by_row)
+    foreground = tf.strided_slice(rows, [0], layout.foreground_end, [1])
+    return tf.reshape(foreground, _entries(t)), tf.reshape(tf.gather(rows, layout.reference_rows), _entries(t))
 
 
 def on_foreground(m: tf.Tensor) -> tf.Tensor:
-    """``m`` on the foreground rows and zero on the reference rows, at the paired batch's length."""
+    """``m`` (shaped like a foreground half) on the foreground rows and zero on the reference rows."""
     layout = _layout()
-    rank = m.shape.rank
-    if rank is not None and 1 <= rank <= _PADDED_RANKS:
-        return tf.pad(m, layout.paddings[rank - 1])
-    return tf.pad(m, tf.concat([layout.paddings[0], tf.zeros([tf.rank(m) - 1, 2], tf.int32)], 0))
+    rows = tf.reshape(m, layout.foreground_by_row)
+    return tf.reshape(tf.pad(rows, layout.reference_padding), _entries(m))
 
 
-def grouped_halves(t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """:func:`halves` where axis 0 holds ``g`` consecutive entries per row (a reshape that folds
-    other axes into the batch axis, as tf_keras's fused layer normalization does); returns ``g`` too."""
-    layout = _layout()
-    group = tf.shape(t)[0] // (layout.n_foreground + layout.n_reference)
-    foreground = t[: layout.n_foreground * group]
-    grouped = tf.reshape(t[layout.n_foreground * group :], tf.concat([[layout.n_reference, group], tf.shape(t)[1:]], 0))
-    return foreground, tf.reshape(tf.gather(grouped, layout.reference_index), tf.shape(foreground)), group
-
-
-def on_grouped_foreground(m: tf.Tensor, group: tf.Tensor) -> tf.Tensor:
-    """:func:`on_foreground` for a tensor of :func:`grouped_halves` (``g`` entries per row)."""
-    layout = _layout()
-    padding = tf.concat([[[0, layout.n_reference * group]], tf.zeros([tf.rank(m) - 1, 2], tf.int32)], 0)
-    return tf.pad(m, padding)
+def _entries(t: tf.Tensor):
+    """The shape of ``t`` with any length on axis 0 (a constant where the other axes are known)."""
+    if t.shape.rank is not None and t.shape[1:].is_fully_defined():
+        return [-1, *t.shape[1:].as_list()]
+    return tf.concat([[-1], tf.shape(t)[1:]], 0)
 
 
 def mark_varying(op: tf.Operation, varying: tuple[bool, ...]) -> None:
