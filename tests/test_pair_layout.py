@@ -59,6 +59,14 @@ def _feed_forward(K):
     return K.Model(inputs, outputs), (6, 6, 1)
 
 
+def _many_outputs(K):
+    """20 outputs: one backward pass over 20 copies of the pairs, rather than one pass per output."""
+    inputs = K.Input((6,))
+    h = K.layers.Dense(8, activation="elu")(inputs)
+    outputs = K.layers.Dense(20, activation="softmax")(K.layers.Multiply()([h, K.layers.Dense(8, activation="sigmoid")(inputs)]))
+    return K.Model(inputs, outputs), (6,)
+
+
 def _recurrent(K):
     inputs = K.Input((5, 4))
     h = K.layers.LSTM(6, return_sequences=True)(inputs)
@@ -69,7 +77,7 @@ def _recurrent(K):
     return K.Model(inputs, outputs), (5, 4)
 
 
-@pytest.mark.parametrize("build", [_feed_forward, _recurrent], ids=["feed_forward", "recurrent"])
+@pytest.mark.parametrize("build", [_feed_forward, _many_outputs, _recurrent], ids=["feed_forward", "many_outputs", "recurrent"])
 @pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
 def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
     K = keras_module(keras_name)
@@ -81,7 +89,8 @@ def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
     explainer = tfshap.compile(model, background)
     result = explainer.explain(x)
     assert_additive(result, 1e-10)
-    chunk, outputs = explainer.program.chunk(3), np.tile(np.arange(3), (len(x), 1))
+    k = explainer.n_outputs
+    chunk, outputs = explainer.program.chunk(k), np.tile(np.arange(k), (len(x), 1))
     # 1: one pair per chunk; 5 and 9: chunks end inside a sample; 24: one chunk, 6 reference rows for 24 pairs.
     for size in (1, 5, 9, 24):
         values = run_pairs(chunk, [x], explainer.background, outputs, size)[0]
