@@ -1,9 +1,9 @@
 """The paired layout: each chunk runs its reference rows once, shared by every sample paired with them.
 
 The values must not depend on how the pairs fall into chunks: one pair per chunk (one
-foreground row, one reference row), chunks that end inside a sample (a few of the
-background rows), and one chunk holding every pair (each background row once, far fewer
-reference rows than pairs) all give the same attributions, in float64, for models whose
+foreground row, one reference row), chunks with part of the background, and one chunk
+holding every pair (each background row once, far fewer reference rows than pairs) all
+give the same attributions, in float64, for models whose
 rules read the reference halves in every way they do: elementwise, cross-max, softmax,
 products of two varying operands, a loop body, and tf_keras's TimeDistributed and fused
 layer normalization, whose batch axis holds several entries per row.
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import tfshap
 from tfshap.pair import halves, on_foreground, paired_rows
-from tfshap.runner import run_pairs
+from tfshap.runner import pair_tiles, run_pairs
 
 from models._helpers import assert_additive, floatx, keras_module
 
@@ -41,6 +41,21 @@ def test_halves_move_each_rows_run_of_entries_together():
     np.testing.assert_array_equal(foreground.numpy(), t.numpy()[:6])
     np.testing.assert_array_equal(reference.numpy(), t.numpy()[6:].reshape(2, 2, 3)[[1, 0, 1]].reshape(6, 3))
     np.testing.assert_array_equal(padded.numpy(), np.concatenate([t.numpy()[:6], np.zeros((4, 3))]))
+
+
+@pytest.mark.parametrize("n, k, batch_size", [(1, 1, 1), (4, 6, 5), (100, 10000, 1024), (7, 100, 1024), (3, 50, 64), (64, 100, 6584)])
+def test_tiles_cover_every_pair_once_within_the_batch_size(n, k, batch_size):
+    seen = np.zeros((n, k), int)
+    for samples, rows in pair_tiles(n, k, batch_size):
+        assert (samples.stop - samples.start) * (rows.stop - rows.start) <= batch_size
+        seen[samples, rows] += 1
+    np.testing.assert_array_equal(seen, 1)
+
+
+def test_a_large_background_is_tiled_with_few_background_rows_per_chunk():
+    # 1,000 samples × 10,000 rows in chunks of 1,024 pairs: 32 samples × 32 rows, 32 reference rows per chunk
+    tiles = pair_tiles(1000, 10000, 1024)
+    assert {(s.stop - s.start, r.stop - r.start) for s, r in tiles[:5]} == {(32, 32)}
 
 
 def test_a_rule_outside_a_layout_is_an_error():
@@ -91,7 +106,7 @@ def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
     assert_additive(result, 1e-10)
     k = explainer.n_outputs
     chunk, outputs = explainer.program.chunk(k), np.tile(np.arange(k), (len(x), 1))
-    # 1: one pair per chunk; 5 and 9: chunks end inside a sample; 24: one chunk, 6 reference rows for 24 pairs.
+    # tiles of 1 pair; 2 samples × 2 background rows; 1 sample × all 6; and one tile, 6 reference rows for 24 pairs
     for size in (1, 5, 9, 24):
         values = run_pairs(chunk, [x], explainer.background, outputs, size)[0]
         np.testing.assert_allclose(values, result.values, rtol=0, atol=1e-12, err_msg=f"batch_size={size}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -234,43 +235,61 @@ def run_pairs(
     batch_size: int,
     devices: Sequence[str] = (),
 ) -> list[np.ndarray]:
-    """Mean over the background of ``m · (x − r)`` for every sample, chunked by pairs.
+    """Mean over the background of ``m · (x − r)`` for every sample, in tiles of pairs (see :func:`pair_tiles`).
 
-    With several ``devices`` the chunks are dealt out round robin, one thread per device
+    With several ``devices`` the tiles are dealt out round robin, one thread per device
     (TensorFlow releases the GIL while a function runs), and summed here in order.
     """
     n, k_background = len(samples[0]), int(background[0].shape[0])
-    total_pairs = n * k_background
 
-    def run_chunk(start: int, device: str | None):
-        pairs = np.arange(start, min(start + batch_size, total_pairs))
-        sample_index = pairs // k_background
-        first, last = int(sample_index[0]), int(sample_index[-1]) + 1
-        rows, reference_index = np.unique(pairs % k_background, return_inverse=True)
+    def run_chunk(tile: tuple[slice, slice], device: str | None):
+        rows_of_samples, rows_of_background = tile
+        n_samples = rows_of_samples.stop - rows_of_samples.start
+        n_rows = rows_of_background.stop - rows_of_background.start
         with tf.device(device):
-            references = background if len(rows) == k_background else [tf.gather(b, rows) for b in background]
+            references = background if n_rows == k_background else [b[rows_of_background] for b in background]
             result = chunk_fn(
-                [tf.convert_to_tensor(s[first:last]) for s in samples],
+                [tf.convert_to_tensor(s[rows_of_samples]) for s in samples],
                 list(references),
-                tf.convert_to_tensor(sample_index - first, tf.int32),
-                tf.convert_to_tensor(reference_index, tf.int32),
-                tf.convert_to_tensor(output_index[first:last], tf.int32),
+                tf.convert_to_tensor(np.repeat(np.arange(n_samples), n_rows), tf.int32),
+                tf.convert_to_tensor(np.tile(np.arange(n_rows), n_samples), tf.int32),
+                tf.convert_to_tensor(output_index[rows_of_samples], tf.int32),
             )
-            return first, last, [part.numpy() for part in result]
+            return rows_of_samples, [part.numpy() for part in result]
 
-    starts = range(0, total_pairs, batch_size)
+    tiles = pair_tiles(n, k_background, batch_size)
     if len(devices) > 1:
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
-            parts = list(pool.map(run_chunk, starts, [devices[i % len(devices)] for i in range(len(starts))]))
+            parts = list(pool.map(run_chunk, tiles, [devices[i % len(devices)] for i in range(len(tiles))]))
     else:
-        parts = (run_chunk(start, devices[0] if devices else None) for start in starts)
+        parts = (run_chunk(tile, devices[0] if devices else None) for tile in tiles)
     sums = None
-    for first, last, result in parts:
+    for rows_of_samples, result in parts:
         if sums is None:
             sums = [np.zeros((n, *r.shape[1:]), np.float64) for r in result]
         for total, part in zip(sums, result):
-            total[first:last] += part
+            total[rows_of_samples] += part
     return [s / k_background for s in sums]
+
+
+def pair_tiles(n: int, k: int, batch_size: int) -> list[tuple[slice, slice]]:
+    """Blocks of samples × background rows, at most ``batch_size`` pairs each, with few background rows.
+
+    A chunk runs each of its background rows once, so its cost is its pairs plus its
+    background rows. Where the whole background fits, a tile takes all of it and as many
+    samples as fit; otherwise a square-ish block (32 × 32 for 1,024 pairs), not 1,024 pairs
+    of one sample, each with a background row of its own.
+    """
+    if k <= batch_size:
+        samples_per_tile, rows_per_tile = batch_size // k, k
+    else:
+        samples_per_tile = min(n, max(1, math.isqrt(batch_size)))
+        rows_per_tile = batch_size // samples_per_tile
+    return [
+        (slice(i, min(i + samples_per_tile, n)), slice(j, min(j + rows_per_tile, k)))
+        for i in range(0, n, samples_per_tile)
+        for j in range(0, k, rows_per_tile)
+    ]
 
 
 def strategy_devices(strategy) -> tuple[str, ...]:
