@@ -43,7 +43,7 @@ def test_halves_move_each_rows_run_of_entries_together():
     np.testing.assert_array_equal(padded.numpy(), np.concatenate([t.numpy()[:6], np.zeros((4, 3))]))
 
 
-@pytest.mark.parametrize("n, k, batch_size", [(1, 1, 1), (4, 6, 5), (100, 10000, 1024), (7, 100, 1024), (3, 50, 64), (64, 100, 6584)])
+@pytest.mark.parametrize("n, k, batch_size", [(1, 1, 1), (4, 6, 5), (100, 10000, 1024), (7, 100, 1024), (3, 50, 64), (32, 1000, 1024), (5, 3, 2), (64, 100, 6584)])
 def test_tiles_cover_every_pair_once_within_the_batch_size(n, k, batch_size):
     seen = np.zeros((n, k), int)
     for samples, rows in pair_tiles(n, k, batch_size):
@@ -106,7 +106,7 @@ def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
     assert_additive(result, 1e-10)
     k = explainer.n_outputs
     chunk, outputs = explainer.program.chunk(k), np.tile(np.arange(k), (len(x), 1))
-    # tiles of 1 pair; 2 samples × 2 background rows; 1 sample × all 6; and one tile, 6 reference rows for 24 pairs
+    # tiles of 1 pair; 2 samples × 2 background rows; 3 × 3; and one tile, 6 reference rows for 24 pairs
     for size in (1, 5, 9, 24):
         values = run_pairs(chunk, [x], explainer.background, outputs, size)[0]
         np.testing.assert_allclose(values, result.values, rtol=0, atol=1e-12, err_msg=f"batch_size={size}")

@@ -275,16 +275,15 @@ def run_pairs(
 def pair_tiles(n: int, k: int, batch_size: int) -> list[tuple[slice, slice]]:
     """Blocks of samples × background rows, at most ``batch_size`` pairs each, with few background rows.
 
-    A chunk runs each of its background rows once, so its cost is its pairs plus its
-    background rows. Where the whole background fits, a tile takes all of it and as many
-    samples as fit; otherwise a square-ish block (32 × 32 for 1,024 pairs), not 1,024 pairs
-    of one sample, each with a background row of its own.
+    A chunk runs each of its background rows once, and returns one sum per sample. With
+    ``a`` samples and ``c`` rows a tile costs ``a·c`` pair rows plus ``c`` background rows,
+    and each sample's ``c`` pairs are summed in the graph before the host adds the tiles up.
+    A square-ish tile keeps both overheads small (32 × 32 for 1,024 pairs, where 1,024 pairs of
+    one sample would need 1,024 background rows); with a small background, a tile takes
+    all of it and as many samples as fit.
     """
-    if k <= batch_size:
-        samples_per_tile, rows_per_tile = batch_size // k, k
-    else:
-        samples_per_tile = min(n, max(1, math.isqrt(batch_size)))
-        rows_per_tile = batch_size // samples_per_tile
+    samples_per_tile = min(n, max(math.isqrt(batch_size), batch_size // k, 1))
+    rows_per_tile = max(1, min(k, batch_size // samples_per_tile))
     return [
         (slice(i, min(i + samples_per_tile, n)), slice(j, min(j + rows_per_tile, k)))
         for i in range(0, n, samples_per_tile)
