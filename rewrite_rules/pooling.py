@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfshap.graph import batch_axis_refusal, reduced_axes
-from tfshap.pair import cached_multipliers, halves, on_foreground, ratio
+from tfshap.pair import cached_multipliers, foreground, halves, on_foreground, ratio
 from tfshap.registry import Refusal, gradient_name, register_gradient, register_rule
 
 
@@ -54,7 +54,7 @@ def _cross_max(paired: tf.Tensor, axes: list, grad: tf.Tensor) -> tf.Tensor:
     x_at = tf.gather(x, chosen, batch_dims=len(kept))
     r_at = tf.gather(r, chosen, batch_dims=len(kept))
     m = _cross_max_multiplier(mx, mr, x_at, r_at)
-    g = tf.reshape(grad, tf.shape(flat)[:-1])[: tf.shape(m)[0]]
+    g = foreground(tf.reshape(grad, tf.shape(flat)[:-1]))
     scattered = on_foreground(tf.one_hot(chosen, tf.shape(flat)[-1], dtype=grad.dtype) * (m * g)[..., None])
     return tf.transpose(tf.reshape(scattered, moved_shape), np.argsort(perm))
 
@@ -97,7 +97,7 @@ def max_pool(op: tf.Operation, grad: tf.Tensor):
     x, r = halves(op.inputs[0])
     mx, mr = halves(op.outputs[0])
     x_wins, m = _window_multipliers(op)
-    credit = grad[: tf.shape(m)[0]] * m
+    credit = foreground(grad) * m
     zeros = tf.zeros_like(credit)
     to_x = route(orig_input=x, orig_output=mx, grad=tf.where(x_wins, credit, zeros), **attrs)
     to_r = route(orig_input=r, orig_output=mr, grad=tf.where(x_wins, zeros, credit), **attrs)

@@ -28,15 +28,12 @@ _CLOSE_ULPS = 32
 
 @dataclass(frozen=True)
 class Layout:
-    """``n_foreground`` pair rows, then ``n_reference`` rows; pair row ``p`` pairs with ``reference_index[p]``.
+    """A paired batch of ``n_foreground`` pair rows, then ``n_reference`` rows, as the rules read it.
 
-    The derived tensors are built once, in the chunk's graph, so that a rule inside a loop
-    body's gradient captures them instead of repeating the arithmetic at every step.
+    The tensors are built once, in the chunk's graph, so that a rule inside a loop body's
+    gradient captures them instead of repeating the arithmetic at every step.
     """
 
-    n_foreground: tf.Tensor
-    n_reference: tf.Tensor
-    reference_index: tf.Tensor
     by_row: tf.Tensor  # [n_foreground + n_reference, -1]: a reshape to one row per batch row
     foreground_by_row: tf.Tensor  # [n_foreground, -1]
     foreground_end: tf.Tensor  # [n_foreground], the end of a slice
@@ -49,23 +46,22 @@ _current = threading.local()
 
 @contextlib.contextmanager
 def paired_rows(n_foreground, n_reference, reference_index):
-    """The layout of the paired batch, for the rules' gradients built inside this block."""
+    """The layout of the paired batch, for the rules' gradients built inside this block.
+
+    Pair row ``p`` pairs with reference row ``reference_index[p]``.
+    """
     previous = getattr(_current, "layout", None)
     n_foreground = tf.convert_to_tensor(n_foreground, tf.int32)
     n_reference = tf.convert_to_tensor(n_reference, tf.int32)
-    reference_index = tf.convert_to_tensor(reference_index, tf.int32)
     _current.layout = Layout(
-        n_foreground,
-        n_reference,
-        reference_index,
         tf.stack([n_foreground + n_reference, -1]),
         tf.stack([n_foreground, -1]),
         tf.reshape(n_foreground, [1]),
-        reference_index + n_foreground,
+        tf.convert_to_tensor(reference_index, tf.int32) + n_foreground,
         tf.stack([tf.stack([0, n_reference]), [0, 0]]),
     )
     try:
-        yield _current.layout
+        yield
     finally:
         _current.layout = previous
 
@@ -89,10 +85,17 @@ def halves(t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     channels into the batch axis, as TimeDistributed and tf_keras's fused layer normalization
     do): viewed as one row per batch row, each row's entries move together.
     """
-    layout = _layout()
-    rows = tf.reshape(t, layout.by_row)
-    foreground = tf.strided_slice(rows, [0], layout.foreground_end, [1])
-    return tf.reshape(foreground, _entries(t)), tf.reshape(tf.gather(rows, layout.reference_rows), _entries(t))
+    rows = tf.reshape(t, _layout().by_row)
+    return _foreground_of_rows(rows, t), tf.reshape(tf.gather(rows, _layout().reference_rows), _entries(t))
+
+
+def foreground(t: tf.Tensor) -> tf.Tensor:
+    """The foreground rows of a paired tensor (``halves(t)[0]``, without building the reference rows)."""
+    return _foreground_of_rows(tf.reshape(t, _layout().by_row), t)
+
+
+def _foreground_of_rows(rows: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(tf.strided_slice(rows, [0], _layout().foreground_end, [1]), _entries(t))
 
 
 def on_foreground(m: tf.Tensor) -> tf.Tensor:

@@ -12,7 +12,7 @@ import tensorflow as tf
 from .errors import CompileError, MaskMismatchError
 from .rewrite_rules.mask import MISMATCH_MARKER
 from .graph import reaching_tensors, varying_tensors
-from .pair import halves, on_foreground, paired_rows
+from .pair import foreground, halves, on_foreground, paired_rows
 from .rewrite import RewriteReport, layer_lookup, rewrite
 from .trace import Traced
 
@@ -113,8 +113,8 @@ class Program:
             grads = tf.gradients(y, sources, grad_ys=weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             for i, (grad, delta) in enumerate(zip(grads, deltas)):
                 # a source feeding a gather gets IndexedSlices
-                foreground = tf.convert_to_tensor(grad)[: tf.shape(delta)[0]]
-                per_source[i].append(tf.math.unsorted_segment_sum(foreground * delta, row_slots, n_slots))
+                m = foreground(tf.convert_to_tensor(grad))
+                per_source[i].append(tf.math.unsorted_segment_sum(m * delta, row_slots, n_slots))
         return per_source
 
     def _refuse_xla_where_inexact(self, graph: tf.Graph) -> None:
