@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import tfshap
 from tfshap.pair import halves, on_foreground, paired_rows
+from tfshap import runner
 from tfshap.runner import pair_tiles, run_pairs
 
 from models._helpers import assert_additive, floatx, keras_module
@@ -110,3 +111,36 @@ def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
     for size in (1, 5, 9, 24):
         values = run_pairs(chunk, [x], explainer.background, outputs, size)[0]
         np.testing.assert_allclose(values, result.values, rtol=0, atol=1e-12, err_msg=f"batch_size={size}")
+
+
+def _recurrent_with_many_outputs(K):
+    inputs = K.Input((4, 3))
+    h = K.layers.GRU(5, return_sequences=True)(inputs)
+    h = K.layers.LSTM(4)(h)
+    return K.Model(inputs, K.layers.Dense(20, activation="softmax")(h)), (4, 3)
+
+
+@pytest.mark.parametrize("build", [_recurrent, _recurrent_with_many_outputs], ids=["3_outputs", "20_outputs"])
+@pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
+def test_a_loop_model_explains_all_outputs_in_one_vectorized_pass(build, keras_name, monkeypatch):
+    # With a loop, one backward pass vectorized over the outputs; without one, a pass per
+    # output (3) or one pass over copies of the pairs (20). Both must give the same values.
+    K = keras_module(keras_name)
+    rng = np.random.default_rng(11)
+    with floatx(K, "float64"):
+        K.utils.set_random_seed(5)
+        model, shape = build(K)
+    background, x = rng.normal(size=(5, *shape)), rng.normal(size=(3, *shape))
+    vectorized = tfshap.compile(model, background)
+    assert vectorized.program.has_loops
+    result = vectorized.explain(x)
+    assert_additive(result, 1e-10)
+    monkeypatch.setattr(runner.Program, "has_loops", property(lambda self: False))
+    separate = tfshap.compile(model, background).explain(x)
+    np.testing.assert_allclose(result.values, separate.values, rtol=0, atol=1e-12)
+
+
+def test_a_model_without_a_loop_is_not_vectorized():
+    K = keras_module("keras3")
+    model, _ = _feed_forward(K)
+    assert not tfshap.compile(model, np.zeros((2, 6, 6, 1), np.float32)).program.has_loops

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import math
 from collections.abc import Sequence
 
@@ -61,9 +62,13 @@ class Program:
         sample_specs = [tf.TensorSpec(s.shape, s.dtype) for s in specs]
 
         # Few outputs: one backward pass per output over the pairs (the plain-gradient floor's
-        # shape). Many outputs: the pairs are copied once per output and one backward pass
-        # explains them all, which keeps the graph (and compile time) independent of k.
-        copies = k if k > _SEPARATE_BACKWARDS_MAX else 1
+        # shape); the rules compute their multipliers once and every pass reuses them. Many
+        # outputs: the pairs are copied once per output and one backward pass explains them
+        # all, which keeps the graph (and compile time) independent of k. A model with a loop:
+        # one backward pass vectorized over the outputs, since a loop body's multipliers are
+        # rebuilt in every pass's gradient of the loop, at every step (see BENCHMARKS.md).
+        vectorized = self.has_loops
+        copies = k if k > _SEPARATE_BACKWARDS_MAX and not vectorized else 1
         passes = k // copies
 
         def chunk(samples, references, sample_index, reference_index, output_index):
@@ -75,8 +80,10 @@ class Program:
             # row c * n_pairs + p adds into c * n_samples + its sample
             row_slots = tf.reshape(tf.range(copies)[:, None] * n_samples + sample_index[None], [-1])
             with paired_rows(n_rows, tf.shape(references[0])[0], tf.tile(reference_index, [copies])):
-                per_source = self._attribute(paired, copies, passes, tf.gather(output_index, sample_index), row_slots, copies * n_samples)
-            return [_slots_last(tf.stack(v, -1), copies, n_samples, k) for v in per_source]
+                per_source = self._attribute(
+                    paired, copies, passes, vectorized, tf.gather(output_index, sample_index), row_slots, copies * n_samples
+                )
+            return [_slots_last(v, copies, n_samples, k) for v in per_source]
 
         fn = tf.function(chunk, jit_compile=self.jit_compile, autograph=False)
         concrete = fn.get_concrete_function(
@@ -90,8 +97,15 @@ class Program:
             self._refuse_xla_where_inexact(concrete.graph)
         return concrete
 
-    def _attribute(self, paired, copies: int, passes: int, pair_outputs, row_slots, n_slots) -> list[list[tf.Tensor]]:
-        """Trace the model on the paired rows and rewrite it; per source and pass, ``m · Δ`` summed by slot."""
+    @functools.cached_property
+    def has_loops(self) -> bool:
+        """Whether the model runs a ``While`` loop (an RNN), in its graph or a function it calls."""
+        return not _op_types(self.forward.get_concrete_function().graph).isdisjoint({"While", "StatelessWhile"})
+
+    def _attribute(
+        self, paired, copies: int, passes: int, vectorized: bool, pair_outputs, row_slots, n_slots
+    ) -> list[tf.Tensor]:
+        """Trace the model on the paired rows and rewrite it; per source, ``m · Δ`` summed by slot, passes last."""
         graph = tf.compat.v1.get_default_graph()
         first = len(graph.get_operations())
         y, attributed = self.traced.call(paired)
@@ -106,16 +120,23 @@ class Program:
         row_outputs = tf.reshape(tf.transpose(slots, [1, 0, 2]), [-1, passes])
         n_outputs = y.shape[-1] if y.shape[-1] is not None else tf.shape(y)[-1]
         deltas = [tf.subtract(*halves(s)) for s in sources]
-        per_source = [[] for _ in sources]
-        for j in range(passes):
-            # the explained output of each foreground row as weights on y: no slice or gather to differentiate
-            weights = on_foreground(tf.one_hot(row_outputs[:, j], n_outputs, dtype=y.dtype))
+
+        def summed_backward(outputs_of_rows):
+            """One backward pass explaining output ``outputs_of_rows[p]`` of foreground row ``p``."""
+            # the explained outputs as weights on y: no slice or gather to differentiate
+            weights = on_foreground(tf.one_hot(outputs_of_rows, n_outputs, dtype=y.dtype))
             grads = tf.gradients(y, sources, grad_ys=weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            for i, (grad, delta) in enumerate(zip(grads, deltas)):
-                # a source feeding a gather gets IndexedSlices
-                m = foreground(tf.convert_to_tensor(grad))
-                per_source[i].append(tf.math.unsorted_segment_sum(m * delta, row_slots, n_slots))
-        return per_source
+            # a source feeding a gather gets IndexedSlices
+            return [
+                tf.math.unsorted_segment_sum(foreground(tf.convert_to_tensor(grad)) * delta, row_slots, n_slots)
+                for grad, delta in zip(grads, deltas)
+            ]
+
+        if vectorized:
+            per_pass_first = tf.vectorized_map(summed_backward, tf.transpose(row_outputs), fallback_to_while_loop=True)
+            return [tf.transpose(v, [*range(1, v.shape.rank), 0]) for v in per_pass_first]
+        per_pass = [summed_backward(row_outputs[:, j]) for j in range(passes)]
+        return [tf.stack(v, -1) for v in zip(*per_pass)]
 
     def _refuse_xla_where_inexact(self, graph: tf.Graph) -> None:
         """``ValueError`` where XLA would make the attributions wrong (measured in BENCHMARKS.md)."""
@@ -177,9 +198,14 @@ class Program:
 
 def _has_checks(graph: tf.Graph) -> bool:
     """Whether ``graph`` or any function it calls (loop bodies, gradients) holds an Assert op."""
+    return "Assert" in _op_types(graph)
+
+
+def _op_types(graph: tf.Graph) -> set[str]:
+    """The types of the ops in ``graph`` and in every function it calls (loop bodies, gradients)."""
     graph_def = graph.as_graph_def()
     nodes = [*graph_def.node, *(node for function in graph_def.library.function for node in function.node_def)]
-    return any(node.op == "Assert" for node in nodes)
+    return {node.op for node in nodes}
 
 
 def _slots_last(values: tf.Tensor, copies: int, n_samples: tf.Tensor, k: int) -> tf.Tensor:
@@ -204,13 +230,19 @@ def _activation_bytes_per_row(ops, sources) -> int:
     return total
 
 
-def default_batch_size(program: Program, k: int, attributed_elements: int) -> int:
-    """Pairs per chunk from the memory this process may use (a quarter of what is available, at most 4 GiB)."""
+def default_batch_size(program: Program, k: int, attributed_elements: int, vectorized: bool = False) -> int:
+    """Pairs per chunk from the memory this process may use (a quarter of what is available, at most 4 GiB).
+
+    ``vectorized``: the chunk runs one backward pass vectorized over the ``k`` outputs.
+    """
     budget = min(_available_memory() // 4, 4 << 30)
     if tf.config.list_physical_devices("GPU"):
         budget = min(budget, 2 << 30)
-    copies = k if k > _SEPARATE_BACKWARDS_MAX else 1
-    per_pair = 2 * program.activation_bytes_per_row * copies * (2 + min(k // copies, 4)) + 8 * attributed_elements * k
+    if vectorized:  # the forward once, then the gradients of all k outputs at once
+        per_pair = 2 * program.activation_bytes_per_row * (2 + k) + 8 * attributed_elements * k
+    else:
+        copies = k if k > _SEPARATE_BACKWARDS_MAX else 1
+        per_pair = 2 * program.activation_bytes_per_row * copies * (2 + min(k // copies, 4)) + 8 * attributed_elements * k
     pairs = budget // max(per_pair, 1)
     most = max(_MAX_PAIRS_PER_CHUNK, _SMALL_CHUNK_BYTES // max(per_pair, 1))
     return int(np.clip(pairs, _MIN_PAIRS_PER_CHUNK, most))
