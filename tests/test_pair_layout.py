@@ -7,6 +7,10 @@ give the same attributions, in float64, for models whose
 rules read the reference halves in every way they do: elementwise, cross-max, softmax,
 products of two varying operands, a loop body, and tf_keras's TimeDistributed and fused
 layer normalization, whose batch axis holds several entries per row.
+
+Nor may they depend on how the backward passes explain the outputs: one pass per output,
+one pass over copies of the pairs, or one pass vectorized over the outputs (the default
+for models with a loop).
 """
 
 from __future__ import annotations
@@ -113,34 +117,58 @@ def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
         np.testing.assert_allclose(values, result.values, rtol=0, atol=1e-12, err_msg=f"batch_size={size}")
 
 
+def _small_recurrent(K):
+    inputs = K.Input((4, 3))
+    return K.Model(inputs, K.layers.Dense(3, activation="softmax")(K.layers.LSTM(4)(inputs))), (4, 3)
+
+
 def _recurrent_with_many_outputs(K):
     inputs = K.Input((4, 3))
-    h = K.layers.GRU(5, return_sequences=True)(inputs)
-    h = K.layers.LSTM(4)(h)
-    return K.Model(inputs, K.layers.Dense(20, activation="softmax")(h)), (4, 3)
+    return K.Model(inputs, K.layers.Dense(20, activation="softmax")(K.layers.GRU(4)(inputs))), (4, 3)
 
 
-@pytest.mark.parametrize("build", [_recurrent, _recurrent_with_many_outputs], ids=["3_outputs", "20_outputs"])
+@pytest.mark.parametrize(
+    "build", [_feed_forward, _many_outputs, _small_recurrent, _recurrent_with_many_outputs],
+    ids=["feed_forward", "many_outputs", "recurrent", "recurrent_20_outputs"],
+)
 @pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
-def test_a_loop_model_explains_all_outputs_in_one_vectorized_pass(build, keras_name, monkeypatch):
-    # With a loop, one backward pass vectorized over the outputs; without one, a pass per
-    # output (3) or one pass over copies of the pairs (20). Both must give the same values.
+def test_the_backward_vectorized_over_outputs_gives_the_values_of_separate_passes(build, keras_name, monkeypatch):
+    # By default a model with a loop runs one backward pass vectorized over its outputs, and
+    # a model without one a pass per output (3) or one pass over copies of the pairs (20).
+    # Forcing the other way must give the same values.
     K = keras_module(keras_name)
     rng = np.random.default_rng(11)
     with floatx(K, "float64"):
         K.utils.set_random_seed(5)
         model, shape = build(K)
     background, x = rng.normal(size=(5, *shape)), rng.normal(size=(3, *shape))
-    vectorized = tfshap.compile(model, background)
-    assert vectorized.program.has_loops
-    result = vectorized.explain(x)
+    default = tfshap.compile(model, background)
+    k = default.n_outputs
+    assert default.program.vectorizes(k) == default.program.has_loops
+    result = default.explain(x)
     assert_additive(result, 1e-10)
-    monkeypatch.setattr(runner.Program, "has_loops", property(lambda self: False))
-    separate = tfshap.compile(model, background).explain(x)
-    np.testing.assert_allclose(result.values, separate.values, rtol=0, atol=1e-12)
+    monkeypatch.setattr(runner, "VECTORIZE_OUTPUTS", not default.program.has_loops)
+    other = tfshap.compile(model, background)
+    assert other.program.vectorizes(k) != default.program.vectorizes(k)
+    np.testing.assert_allclose(other.explain(x).values, result.values, rtol=0, atol=1e-12)
 
 
-def test_a_model_without_a_loop_is_not_vectorized():
-    K = keras_module("keras3")
-    model, _ = _feed_forward(K)
-    assert not tfshap.compile(model, np.zeros((2, 6, 6, 1), np.float32)).program.has_loops
+@pytest.mark.parametrize("build, loops", [(_feed_forward, False), (_small_recurrent, True)], ids=["feed_forward", "recurrent"])
+def test_has_loops_finds_the_rnn_while_loops(build, loops):
+    model, shape = build(keras_module("keras3"))
+    assert tfshap.compile(model, np.zeros((2, *shape), np.float32)).program.has_loops is loops
+
+
+def test_xla_explains_a_loop_model_with_a_pass_per_output():
+    # XLA cannot compile the vectorized loop gradient (no kernel for a TensorList of lists)
+    K = keras_module("tf_keras")
+    rng = np.random.default_rng(2)
+    with floatx(K, "float64"):
+        K.utils.set_random_seed(1)
+        model, shape = _small_recurrent(K)
+    background, x = rng.normal(size=(4, *shape)), rng.normal(size=(2, *shape))
+    with_xla = tfshap.compile(model, background, jit_compile=True)
+    assert not with_xla.program.vectorizes(with_xla.n_outputs)
+    result = with_xla.explain(x)
+    assert_additive(result, 1e-10)
+    np.testing.assert_allclose(result.values, tfshap.compile(model, background).explain(x).values, rtol=0, atol=1e-12)

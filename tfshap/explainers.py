@@ -70,7 +70,7 @@ class CompiledExplainer:
         if self._batch_size is not None:
             return int(self._batch_size)
         elements = sum(int(np.prod(s.shape[1:])) for s in self.traced.input_specs)
-        return default_batch_size(self.program, k, elements, vectorized=self.program.has_loops)
+        return default_batch_size(self.program, k, elements, vectorized=self.program.vectorizes(k))
 
     # -- explaining -------------------------------------------------------------------------
     def explain(self, x, *, ranked_outputs: int | None = None, output_rank_order: str = "max") -> Attributions:

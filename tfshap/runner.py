@@ -25,6 +25,9 @@ _MAX_PAIRS_PER_CHUNK = 1024
 _SMALL_CHUNK_BYTES = 128 << 20
 #: Up to this many outputs, one backward pass each; beyond, one pass over copies of the pairs.
 _SEPARATE_BACKWARDS_MAX = 16
+#: None: one backward pass vectorized over the outputs where the model has a loop, and only
+#: there (measured in BENCHMARKS.md); True or False forces it, for ``tools/bench.py --other-backward``.
+VECTORIZE_OUTPUTS: bool | None = None
 
 
 class Program:
@@ -43,6 +46,7 @@ class Program:
         self.activation_bytes_per_row = 0
         self._layer_of = layer_lookup(traced.layer_names)
         self._chunk_fns: dict[int, object] = {}
+        self._vectorize_outputs = VECTORIZE_OUTPUTS
         specs = traced.input_specs
         self.forward = tf.function(
             lambda inputs: traced.call(list(inputs))[0],
@@ -67,7 +71,7 @@ class Program:
         # all, which keeps the graph (and compile time) independent of k. A model with a loop:
         # one backward pass vectorized over the outputs, since a loop body's multipliers are
         # rebuilt in every pass's gradient of the loop, at every step (see BENCHMARKS.md).
-        vectorized = self.has_loops
+        vectorized = self.vectorizes(k)
         copies = k if k > _SEPARATE_BACKWARDS_MAX and not vectorized else 1
         passes = k // copies
 
@@ -96,6 +100,19 @@ class Program:
         if self.jit_compile:
             self._refuse_xla_where_inexact(concrete.graph)
         return concrete
+
+    def vectorizes(self, k: int) -> bool:
+        """Whether the chunk for ``k`` outputs runs one backward pass vectorized over them (see ``_trace_chunk``).
+
+        Only for several outputs, and not under XLA: it has no kernel for the lists of lists
+        that the vectorized loop gradient keeps (``TensorListReserve`` of variants), and it
+        fuses each pass's loop anyway.
+        """
+        if k < 2:
+            return False
+        if self._vectorize_outputs is not None:
+            return self._vectorize_outputs
+        return self.has_loops and not self.jit_compile
 
     @functools.cached_property
     def has_loops(self) -> bool:

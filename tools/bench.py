@@ -142,7 +142,7 @@ def prepare_workload(name, args, data) -> dict:
     }
 
 
-def tfshap_and_floor(workload: dict, jit: bool = False) -> dict:
+def tfshap_and_floor(workload: dict, jit: bool = False, other_backward: bool = False) -> dict:
     """Compile and warm up tfshap and the floor for a workload: ``{method: (call, note)}``; stores the
     first explanation in ``workload["first"]``.
 
@@ -160,10 +160,27 @@ def tfshap_and_floor(workload: dict, jit: bool = False) -> dict:
     if jit:  # the same explainer compiled with XLA, a row of its own
         call, note, _ = _compiled(lambda: tfshap.compile(model, background, jit_compile=True), samples, refusable=True)
         methods["tfshap, jit_compile=True"] = (call, note)
+    if other_backward:  # the backward strategy tfshap does not pick for this model, to check that choice
+        methods.update(_other_backward(model, background, samples))
     floor = plain_gradient_floor(model, workload["n_outputs"])
     floor(samples, background).numpy()  # warm-up (traces)
     methods[FLOOR] = (lambda: floor(samples, background).numpy(), "1 forward over 2·N·K rows + 1 tf.gradients per output")
     return methods
+
+
+def _other_backward(model, background, samples) -> dict:
+    """A row for tfshap with the other backward strategy: vectorized over the outputs (the default
+    for models with a loop) or a pass per output (the default for the others)."""
+    import tfshap
+    from tfshap import runner
+
+    explainer = tfshap.compile(model, background)
+    runner.VECTORIZE_OUTPUTS = not explainer.program.vectorizes(explainer.n_outputs)
+    try:  # the knob is read when the explainer is compiled, and the explainer keeps it
+        call, note, _ = _compiled(lambda: tfshap.compile(model, background), samples)
+    finally:
+        other, runner.VECTORIZE_OUTPUTS = runner.VECTORIZE_OUTPUTS, None
+    return {f"tfshap, {'vectorized over outputs' if other else 'a pass per output'}": (call, note)}
 
 
 def _compiled(compile_explainer, samples, refusable: bool = False):
@@ -311,6 +328,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workloads", default="cnn", help=f"comma-separated, from {','.join(WORKLOADS)} or all (default %(default)s)")
     parser.add_argument("--skip-shap", action="store_true", help="leave shap.DeepExplainer out")
     parser.add_argument("--jit", action="store_true", help="add a row for tfshap compiled with jit_compile=True (XLA)")
+    parser.add_argument("--other-backward", action="store_true",
+                        help="add a row for tfshap with the backward strategy it does not pick for the model "
+                             "(vectorized over the outputs, or a pass per output)")
     parser.add_argument("--gradient", action="store_true",
                         help="also tfshap.GradientExplainer vs shap.GradientExplainer (tools/bench_gradient.py), N=--n")
     parser.add_argument("--memory", default="", help="comma-separated background sizes: peak RSS per size (digits CNN, N=--n)")
@@ -354,7 +374,7 @@ def main(argv=None) -> int:
     # gradient registry patched (shap_DivNoNan, ...), after which training or tracing a gradient
     # by op type fails in this process.
     workloads = {name: prepare_workload(name, args, data) for name in names}
-    methods = {name: tfshap_and_floor(workloads[name], jit=args.jit) for name in names}
+    methods = {name: tfshap_and_floor(workloads[name], jit=args.jit, other_backward=args.other_backward) for name in names}
     summary = []
     for name in names:
         w = workloads[name]
