@@ -15,6 +15,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 import tfshap
 from tfshap.export import ExplainModule, gradient_overrides, strip_gradient_overrides
 
+from models._helpers import floatx
+
 # Loads every exported model with tfshap hidden from imports, explains two batch sizes through
 # `explain` and one through `serving_default`, and saves what came back.
 LOAD_WITHOUT_TFSHAP = r"""
@@ -200,6 +202,26 @@ def test_in_process_reload_rejects_an_empty_batch(exported):
     loaded = tf.saved_model.load(paths["cnn"])
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least one row"):
         loaded.explain(tf.zeros((0, 6, 6, 1)))
+
+
+def test_export_runs_explains_tiles_of_samples_by_background_rows(tmp_path):
+    # batch_size=4 against 7 background rows: tiles of 2 samples × 2 rows, so each block of
+    # samples runs 4 background tiles (2 + 2 + 2 + 1 rows), as explain's run_pairs does
+    import tf_keras
+
+    with floatx(tf_keras, "float64"):
+        tf_keras.utils.set_random_seed(4)
+        model = tf_keras.Sequential([tf_keras.Input((5,)), tf_keras.layers.Dense(6, activation="tanh"),
+                                     tf_keras.layers.Dense(2, activation="softmax")])
+    rng = np.random.default_rng(3)
+    background, x = rng.normal(size=(7, 5)), rng.normal(size=(5, 5))
+    explainer = tfshap.compile(model, background, batch_size=4)
+    assert tfshap.runner.tile_shape(7, 4) == (2, 2)
+    expected = explainer.explain(x)
+    loaded = tf.saved_model.load(str(explainer.export(tmp_path / "tiled")))
+    result = loaded.explain(tf.constant(x))
+    np.testing.assert_allclose(result["values"].numpy(), expected.values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result["outputs"].numpy(), expected.outputs, rtol=0, atol=1e-12)
 
 
 def test_export_refuses_gradient_methods_and_used_directories(tmp_path):

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from . import _tf_private
+from .runner import tile_shape
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
@@ -76,34 +77,41 @@ def _explain_rows_fn(explainer, background: list[tf.Variable]):
     chunk = explainer.program.chunk(n_outputs)
     forward = explainer.program.forward
     n_background = int(background[0].shape[0])
-    samples_per_step = max(1, explainer.batch_size(n_outputs) // n_background)
+    batch_size = explainer.batch_size(n_outputs)
+    most_samples_per_tile, _ = tile_shape(n_background, batch_size)
     value_specs = tf.nest.flatten(chunk.structured_outputs)
 
     def explain_rows(samples: list[tf.Tensor]) -> dict:
         n = tf.shape(samples[0])[0]
         checks = [tf.debugging.assert_positive(n, message="explain needs at least one row of samples")]
         with tf.control_dependencies(checks):
-            steps = (n + samples_per_step - 1) // samples_per_step
+            # runner.tile_shape for n known only now: a block of samples against a block of background rows
+            samples_per_tile = tf.minimum(n, most_samples_per_tile)
+            rows_per_tile = tf.maximum(1, tf.minimum(n_background, batch_size // samples_per_tile))
+            steps = (n + samples_per_tile - 1) // samples_per_tile
+            background_tiles = (n_background + rows_per_tile - 1) // rows_per_tile
         reference = [b.read_value() for b in background]
-        pair_background = tf.tile(tf.range(n_background), [samples_per_step])
+
+        def tile(block, j):
+            """The chunk's sums for a block of samples against background tile ``j``."""
+            rows = [r[j * rows_per_tile : (j + 1) * rows_per_tile] for r in reference]
+            m, c = tf.shape(block[0])[0], tf.shape(rows[0])[0]
+            return chunk(block, rows, tf.repeat(tf.range(m), c), tf.tile(tf.range(c), [m]), tf.tile(tf.range(n_outputs)[None], [m, 1]))
 
         def step(i, parts):
-            start = i * samples_per_step
-            block = [s[start : start + samples_per_step] for s in samples]
-            m = tf.shape(block[0])[0]
-            sums = chunk(
-                block,
-                reference,
-                tf.repeat(tf.range(m), n_background),
-                pair_background[: m * n_background],
-                tf.tile(tf.range(n_outputs)[None], [m, 1]),
+            block = [s[i * samples_per_tile : (i + 1) * samples_per_tile] for s in samples]
+            _, sums = tf.while_loop(
+                lambda j, _: j < background_tiles,
+                lambda j, totals: (j + 1, [t + s for t, s in zip(totals, tile(block, j))]),
+                [tf.constant(1), tile(block, 0)],
+                parallel_iterations=1,  # the tiles do not depend on each other: 10 would run at once
             )
             return i + 1, [part.write(i, s) for part, s in zip(parts, sums)]
 
         parts = [
             tf.TensorArray(spec.dtype, size=steps, infer_shape=False, element_shape=spec.shape) for spec in value_specs
         ]
-        _, parts = tf.while_loop(lambda i, _: i < steps, step, [tf.constant(0), parts])
+        _, parts = tf.while_loop(lambda i, _: i < steps, step, [tf.constant(0), parts], parallel_iterations=1)
         values = [part.concat() / tf.cast(n_background, spec.dtype) for part, spec in zip(parts, value_specs)]
         outputs = forward(samples)
         outputs.set_shape([None, n_outputs])

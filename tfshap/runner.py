@@ -331,13 +331,20 @@ def pair_tiles(n: int, k: int, batch_size: int) -> list[tuple[slice, slice]]:
     one sample would need 1,024 background rows); with a small background, a tile takes
     all of it and as many samples as fit.
     """
-    samples_per_tile = min(n, max(math.isqrt(batch_size), batch_size // k, 1))
-    rows_per_tile = max(1, min(k, batch_size // samples_per_tile))
+    samples_per_tile, rows_per_tile = tile_shape(k, batch_size, n)
     return [
         (slice(i, min(i + samples_per_tile, n)), slice(j, min(j + rows_per_tile, k)))
         for i in range(0, n, samples_per_tile)
         for j in range(0, k, rows_per_tile)
     ]
+
+
+def tile_shape(k: int, batch_size: int, n: int | None = None) -> tuple[int, int]:
+    """Samples and background rows per tile (see :func:`pair_tiles`); ``n=None``: samples not yet known."""
+    samples_per_tile = max(math.isqrt(batch_size), batch_size // k, 1)
+    if n is not None:
+        samples_per_tile = min(n, samples_per_tile)
+    return samples_per_tile, max(1, min(k, batch_size // samples_per_tile))
 
 
 def strategy_devices(strategy) -> tuple[str, ...]:

@@ -247,8 +247,14 @@ def _shap_method(model, samples, background, first, n_outputs) -> dict:
     )}
 
 
-def memory_child(n: int, k: int) -> None:
-    """Explain ``n`` digits against ``k`` background rows of the digits CNN; print peak RSS and time."""
+def memory_child(n: int, k: int, exported: bool = False) -> None:
+    """Explain ``n`` digits against ``k`` background rows of the digits CNN; print peak RSS and time.
+
+    ``exported``: through the explainer's SavedModel, loaded back into this process.
+    """
+    import tempfile
+
+    import tensorflow as tf
     import tf_keras
 
     import tfshap
@@ -259,10 +265,18 @@ def memory_child(n: int, k: int) -> None:
     background = x_train[rng.integers(0, len(x_train), k)] + rng.normal(0, 0.01, (k, 8, 8, 1)).astype(np.float32)
     samples = x_test[rng.integers(0, len(x_test), n)]
     explainer = tfshap.compile(build_cnn(tf_keras), background)
-    start = time.perf_counter()
-    result = explainer.explain(samples)
-    seconds = time.perf_counter() - start
-    print(f"{n} {k} {peak_rss_mib():.0f} {seconds:.1f} {result.additivity_error:.1e} {explainer.batch_size(10)}")
+    with tempfile.TemporaryDirectory() as scratch:
+        if exported:
+            loaded = tf.saved_model.load(str(explainer.export(f"{scratch}/explainer")))
+        start = time.perf_counter()
+        if exported:
+            found = loaded.explain(tf.constant(samples))
+            values, outputs = found["values"].numpy(), found["outputs"].numpy()
+            error = np.abs(values.reshape(n, -1, 10).sum(1) + found["base_values"].numpy() - outputs).max()
+        else:
+            error = explainer.explain(samples).additivity_error
+        seconds = time.perf_counter() - start
+    print(f"{n} {k} {peak_rss_mib():.0f} {seconds:.1f} {error:.1e} {explainer.batch_size(10)}")
 
 
 def stream_child(n: int, k: int) -> None:
@@ -309,13 +323,14 @@ def stream_table(ns: list[int], k: int) -> None:
         print(f"| {n:,} | {size} | {rss} | {seconds} | {error} |")
 
 
-def memory_table(n: int, ks: list[int]) -> None:
+def memory_table(n: int, ks: list[int], exported: bool = False) -> None:
     """Peak RSS of one explanation per background size, each in a fresh process."""
-    print(f"\nMemory: digits CNN, N={n} samples, all 10 outputs, a fresh process per row (peak RSS, ru_maxrss)\n")
+    through = "the exported SavedModel's explain" if exported else "explain"
+    print(f"\nMemory: digits CNN, N={n} samples, all 10 outputs, {through}, a fresh process per row (peak RSS, ru_maxrss)\n")
     print("| background rows K | pairs | peak RSS MiB | seconds | pairs per chunk | additivity error |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for k in ks:
-        _, _, rss, seconds, error, chunk = _child_fields("--memory-child", n, k)
+        _, _, rss, seconds, error, chunk = _child_fields("--export-child" if exported else "--memory-child", n, k)
         print(f"| {k:,} | {n * k:,} | {rss} | {seconds} | {chunk} | {error} |")
 
 
@@ -335,6 +350,9 @@ def main(argv=None) -> int:
                         help="also tfshap.GradientExplainer vs shap.GradientExplainer (tools/bench_gradient.py), N=--n")
     parser.add_argument("--memory", default="", help="comma-separated background sizes: peak RSS per size (digits CNN, N=--n)")
     parser.add_argument("--memory-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
+    parser.add_argument("--export-memory", default="",
+                        help="as --memory, through the explainer's exported SavedModel loaded back")
+    parser.add_argument("--export-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
     parser.add_argument("--stream", default="",
                         help="comma-separated sample counts: peak RSS of explain_to over a memory-mapped input (digits CNN, K=--k)")
     parser.add_argument("--stream-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
@@ -342,14 +360,17 @@ def main(argv=None) -> int:
     if args.memory_child:
         memory_child(*args.memory_child)
         return 0
+    if args.export_child:
+        memory_child(*args.export_child, exported=True)
+        return 0
     if args.stream_child:
         stream_child(*args.stream_child)
         return 0
     if args.stream:
         stream_table([int(n) for n in args.stream.split(",")], args.k)
         return 0
-    if args.memory:
-        memory_table(args.n, [int(k) for k in args.memory.split(",")])
+    if args.memory or args.export_memory:
+        memory_table(args.n, [int(k) for k in (args.memory or args.export_memory).split(",")], exported=bool(args.export_memory))
         return 0
     names = list(WORKLOADS) if args.workloads == "all" else args.workloads.split(",")
     unknown = sorted(set(names) - set(WORKLOADS))
