@@ -97,15 +97,19 @@ def _recurrent(K):
     return K.Model(inputs, outputs), (5, 4)
 
 
+def _float64_case(K, build, data_seed: int, model_seed: int, n_background: int, n: int):
+    """A float64 model from ``build``, with normal background rows and samples."""
+    rng = np.random.default_rng(data_seed)
+    with floatx(K, "float64"):
+        K.utils.set_random_seed(model_seed)
+        model, shape = build(K)
+    return model, rng.normal(size=(n_background, *shape)), rng.normal(size=(n, *shape))
+
+
 @pytest.mark.parametrize("build", [_feed_forward, _many_outputs, _recurrent], ids=["feed_forward", "many_outputs", "recurrent"])
 @pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
 def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
-    K = keras_module(keras_name)
-    rng = np.random.default_rng(7)
-    with floatx(K, "float64"):
-        K.utils.set_random_seed(3)
-        model, shape = build(K)
-    background, x = rng.normal(size=(6, *shape)), rng.normal(size=(4, *shape))
+    model, background, x = _float64_case(keras_module(keras_name), build, data_seed=7, model_seed=3, n_background=6, n=4)
     explainer = tfshap.compile(model, background)
     result = explainer.explain(x)
     assert_additive(result, 1e-10)
@@ -136,12 +140,7 @@ def test_the_backward_vectorized_over_outputs_gives_the_values_of_separate_passe
     # By default a model with a loop runs one backward pass vectorized over its outputs, and
     # a model without one a pass per output (3) or one pass over copies of the pairs (20).
     # Forcing the other way must give the same values.
-    K = keras_module(keras_name)
-    rng = np.random.default_rng(11)
-    with floatx(K, "float64"):
-        K.utils.set_random_seed(5)
-        model, shape = build(K)
-    background, x = rng.normal(size=(5, *shape)), rng.normal(size=(3, *shape))
+    model, background, x = _float64_case(keras_module(keras_name), build, data_seed=11, model_seed=5, n_background=5, n=3)
     default = tfshap.compile(model, background)
     k = default.n_outputs
     assert default.program.vectorizes(k) == default.program.has_loops
@@ -161,12 +160,7 @@ def test_has_loops_finds_the_rnn_while_loops(build, loops):
 
 def test_xla_explains_a_loop_model_with_a_pass_per_output():
     # XLA cannot compile the vectorized loop gradient (no kernel for a TensorList of lists)
-    K = keras_module("tf_keras")
-    rng = np.random.default_rng(2)
-    with floatx(K, "float64"):
-        K.utils.set_random_seed(1)
-        model, shape = _small_recurrent(K)
-    background, x = rng.normal(size=(4, *shape)), rng.normal(size=(2, *shape))
+    model, background, x = _float64_case(keras_module("tf_keras"), _small_recurrent, data_seed=2, model_seed=1, n_background=4, n=2)
     with_xla = tfshap.compile(model, background, jit_compile=True)
     assert not with_xla.program.vectorizes(with_xla.n_outputs)
     result = with_xla.explain(x)

@@ -155,51 +155,53 @@ def tfshap_and_floor(workload: dict, jit: bool = False, other_backward: bool = F
 
     model, samples, background = workload["model"], workload["samples"], workload["background"]
     methods = {}
-    call, note, workload["first"] = _compiled(lambda: tfshap.compile(model, background), samples)
+    call, note, workload["first"], explainer = _compiled(lambda: tfshap.compile(model, background), samples)
     methods["tfshap"] = (call, note)
     if jit:  # the same explainer compiled with XLA, a row of its own
-        call, note, _ = _compiled(lambda: tfshap.compile(model, background, jit_compile=True), samples, refusable=True)
+        call, note, _, _ = _compiled(lambda: tfshap.compile(model, background, jit_compile=True), samples, refusable=True)
         methods["tfshap, jit_compile=True"] = (call, note)
-    if other_backward:  # the backward strategy tfshap does not pick for this model, to check that choice
-        methods.update(_other_backward(model, background, samples))
+    if other_backward and explainer is not None:  # the strategy tfshap does not pick, to check that choice
+        methods.update(_other_backward(explainer, model, background, samples))
     floor = plain_gradient_floor(model, workload["n_outputs"])
     floor(samples, background).numpy()  # warm-up (traces)
     methods[FLOOR] = (lambda: floor(samples, background).numpy(), "1 forward over 2·N·K rows + 1 tf.gradients per output")
     return methods
 
 
-def _other_backward(model, background, samples) -> dict:
-    """A row for tfshap with the other backward strategy: vectorized over the outputs (the default
-    for models with a loop) or a pass per output (the default for the others)."""
+def _other_backward(default, model, background, samples) -> dict:
+    """A row for tfshap with the backward strategy the ``default`` explainer did not pick: vectorized
+    over the outputs (the default for models with a loop) or a pass per output (for the others)."""
     import tfshap
     from tfshap import runner
 
-    explainer = tfshap.compile(model, background)
-    runner.VECTORIZE_OUTPUTS = not explainer.program.vectorizes(explainer.n_outputs)
+    other = not default.program.vectorizes(default.n_outputs)
+    runner.VECTORIZE_OUTPUTS = other
     try:  # the knob is read when the explainer is compiled, and the explainer keeps it
-        call, note, _ = _compiled(lambda: tfshap.compile(model, background), samples)
+        call, note, _, _ = _compiled(lambda: tfshap.compile(model, background), samples)
     finally:
-        other, runner.VECTORIZE_OUTPUTS = runner.VECTORIZE_OUTPUTS, None
+        runner.VECTORIZE_OUTPUTS = None
     return {f"tfshap, {'vectorized over outputs' if other else 'a pass per output'}": (call, note)}
 
 
 def _compiled(compile_explainer, samples, refusable: bool = False):
-    """``(call, note, first explanation)`` for an explainer compiled and warmed up (XLA compiles on the
-    first call); ``call`` is None where the model is not supported or, if ``refusable``, the options are refused."""
+    """``(call, note, first explanation, explainer)`` for an explainer compiled and warmed up (XLA compiles
+    on the first call); all but ``note`` are None where the model is not supported or, if ``refusable``,
+    the options are refused."""
     import tfshap
 
     start = time.perf_counter()
     try:
         explainer = compile_explainer()
     except tfshap.UnsupportedOpError as error:
-        return None, f"not supported: {str(error).splitlines()[1].strip()}", None
+        return None, f"not supported: {str(error).splitlines()[1].strip()}", None, None
     except ValueError as error:
         if not refusable:
             raise
-        return None, f"refused: {str(error)[:60]}", None
+        return None, f"refused: {str(error)[:60]}", None, None
     compile_s = time.perf_counter() - start
     first = explainer.explain(samples)  # warm-up
-    return (lambda: explainer.explain(samples)), f"compile {compile_s:.1f} s; additivity error {first.additivity_error:.1e}", first
+    note = f"compile {compile_s:.1f} s; additivity error {first.additivity_error:.1e}"
+    return (lambda: explainer.explain(samples)), note, first, explainer
 
 
 FLOOR = "plain-gradient floor"
