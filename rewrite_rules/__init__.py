@@ -1,5 +1,3 @@
-"""The rule families, one module each. Importing this package registers every rule."""
+"""The rule families, one module each. Importing this package registers every rule, once."""
 
-from . import linear, elementwise, binary, pooling, softmax, control_flow, mask, bilinear, normalization  # noqa: F401
-
-FAMILY_MODULES = ("linear", "elementwise", "binary", "pooling", "softmax", "control_flow", "mask", "bilinear", "normalization")
+from . import bilinear, binary, control_flow, elementwise, linear, mask, normalization, pooling, softmax  # noqa: F401

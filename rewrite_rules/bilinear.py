@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfshap.graph import reapply
 from tfshap.pair import cached_multipliers, halves, on_foreground, varying_inputs
-from tfshap.registry import KEEP, Refusal, gradient_name, register_gradient, register_rule
+from tfshap.registry import APPLY, KEEP, Refusal, rule
 
 
 def _batch_labels(rank: int, common: int) -> list[str]:
@@ -103,8 +103,18 @@ def _midpoint(t: tf.Tensor) -> tf.Tensor:
     return (x + r) / 2
 
 
+def plan(op: tf.Operation, varying: tuple[bool, ...]):
+    """KEEP with one varying operand (linear); the bilinear rule with both; a refusal where rows mix."""
+    reason = _pairing_refusal(op, varying)
+    if reason:
+        return Refusal(reason)
+    return KEEP if sum(varying) == 1 else APPLY  # an Einsum op takes at most two operands
+
+
+@rule(*LABELS, family="bilinear", plan=plan)
 def bilinear(op: tf.Operation, grad: tf.Tensor):
-    """m_A = ∂out/∂A at B̄ = (B + rB)/2, m_B = ∂out/∂B at Ā (exact: ΔA·B̄ + Ā·ΔB = AB − rA·rB)."""
+    """one operand varying: m = ∂out/∂in (linear); both: m_A = ∂out/∂A at B̄ = (B + rB)/2,
+    m_B = ∂out/∂B at Ā (exact: ΔA·B̄ + Ā·ΔB = AB − rA·rB)."""
     flags = varying_inputs(op)
     mids = _midpoints(op)
     grads = []
@@ -125,19 +135,3 @@ def _reapply_product(op: tf.Operation, args: list[tf.Tensor]) -> tf.Tensor:
     if op.type == "Einsum":
         return tf.raw_ops.Einsum(inputs=args, equation=op.get_attr("equation"))
     return reapply(op, *args)
-
-
-def _plan(name: str):
-    def plan(op: tf.Operation, varying: tuple[bool, ...]):
-        reason = _pairing_refusal(op, varying)
-        if reason:
-            return Refusal(reason)
-        return KEEP if sum(varying) == 1 else name  # an Einsum op takes at most two operands
-
-    return plan
-
-
-_DOC = "one operand varying: m = ∂out/∂in (linear); both: " + bilinear.__doc__.strip()
-for _op_type in LABELS:
-    _name = register_gradient(gradient_name("bilinear", _op_type), bilinear)
-    register_rule(_op_type, "bilinear", plan=_plan(_name), doc=_DOC)

@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfshap.registry import KEEP, Refusal, register_gradient, register_rule
+from tfshap.registry import KEEP, Refusal, linear, rule
 from tfshap.rewrite import called_copy
-from .linear import linear_in
 
-for _op_type in ("While", "StatelessWhile"):
-    register_rule(_op_type, "control_flow", plan=linear_in(), doc="m flows through the body's rules, iteration by iteration")
+linear("While", "StatelessWhile", family="control_flow", doc="m flows through the body's rules, iteration by iteration")
 
 # Linear in the list handle and the element tensors; indices, shapes and lengths are constants.
-for _op_type, _indices in {
-    "TensorListFromTensor": (0,),
-    "TensorListStack": (0,),
-    "TensorListGetItem": (0,),
-    "TensorListSetItem": (0, 2),
-}.items():
-    register_rule(_op_type, "control_flow", plan=linear_in(*_indices), doc="m = ∂out/∂in (moves tensors in and out of a list)")
+_LIST_DOC = "m = ∂out/∂in (moves tensors in and out of a list)"
+linear("TensorListFromTensor", "TensorListStack", "TensorListGetItem", inputs=(0,), family="control_flow", doc=_LIST_DOC)
+linear("TensorListSetItem", inputs=(0, 2), family="control_flow", doc=_LIST_DOC)
 
 
 def _branch_plan(op: tf.Operation, varying: tuple[bool, ...]):
@@ -37,12 +31,13 @@ def _branch_plan(op: tf.Operation, varying: tuple[bool, ...]):
     return KEEP
 
 
-for _op_type in ("If", "StatelessIf", "Case", "StatelessCase"):
-    register_rule(_op_type, "control_flow", plan=_branch_plan, doc="m flows through the rules of the branch taken")
+linear("If", "StatelessIf", "Case", "StatelessCase", family="control_flow", plan=_branch_plan,
+       doc="m flows through the rules of the branch taken")
 
 
-def _inlined_call(op: tf.Operation, *grads):
-    """m = the multipliers of the called function's own ops, through a rewritten copy inlined here."""
+@rule("PartitionedCall", "StatefulPartitionedCall", family="control_flow")
+def inlined_call(op: tf.Operation, *grads):
+    """m flows through the rules of a private copy of the called function"""
     copy = called_copy(op)
     # One distinct tensor per argument: the same tensor passed twice must not be counted twice.
     arguments = [tf.identity(t) for t in op.inputs]
@@ -54,9 +49,3 @@ def _inlined_call(op: tf.Operation, *grads):
     )
     grads = [tf.zeros_like(o) if g is None else g for o, g in zip(outputs, grads)]
     return tf.gradients(outputs, arguments, grad_ys=grads)
-
-
-_INLINED_CALL = register_gradient("tfshap/control_flow/PartitionedCall", _inlined_call)
-for _op_type in ("PartitionedCall", "StatefulPartitionedCall"):
-    register_rule(_op_type, "control_flow", plan=lambda op, varying: _INLINED_CALL,
-                  doc="m flows through the rules of a private copy of the called function")

@@ -9,22 +9,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import reapply
-from tfshap.pair import cached_multipliers, close, derivative, halves, on_foreground, ratio
-from tfshap.registry import register_rule
-
-
-@cached_multipliers
-def _rescale_multiplier(op: tf.Operation) -> tf.Tensor:
-    x, r = halves(op.inputs[0])
-    fx, fr = halves(op.outputs[0])
-    slope_at_midpoint = derivative(lambda t: reapply(op, t), (x + r) / 2)
-    return on_foreground(ratio(fx - fr, x - r, close(x, r), slope_at_midpoint))
-
-
-def rescale(op: tf.Operation, grad: tf.Tensor):
-    """m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ≈ r."""
-    return [_rescale_multiplier(op) * grad] + [None] * (len(op.inputs) - 1)
-
+from tfshap.pair import close, derivative, halves, ratio
+from tfshap.registry import unary
 
 RESCALE_OPS = (
     # Keras activations
@@ -35,5 +21,11 @@ RESCALE_OPS = (
     "Sign", "Floor", "Ceil", "Round",
 )
 
-for _op_type in RESCALE_OPS:
-    register_rule(_op_type, "rescale", gradient=rescale)
+
+@unary(*RESCALE_OPS, family="elementwise")
+def rescale(op: tf.Operation) -> tf.Tensor:
+    """m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ≈ r."""
+    x, r = halves(op.inputs[0])
+    fx, fr = halves(op.outputs[0])
+    slope_at_midpoint = derivative(lambda t: reapply(op, t), (x + r) / 2)
+    return ratio(fx - fr, x - r, close(x, r), slope_at_midpoint)

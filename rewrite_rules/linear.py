@@ -9,73 +9,105 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfshap.graph import batch_axis_refusal
-from tfshap.registry import KEEP, Refusal, register_rule
-
-
-def linear_in(*indices: int, when=None):
-    """Plan for an op linear in the inputs ``indices`` (all inputs when none are given)."""
-
-    def plan(op: tf.Operation, varying: tuple[bool, ...]):
-        allowed = set(range(len(varying))) if not indices else set(indices)
-        bad = [i for i, v in enumerate(varying) if v and i not in allowed]
-        if bad:
-            arg_names = [a.name for a in op.op_def.input_arg]
-            names = ", ".join(arg_names[i] if i < len(arg_names) else str(i) for i in bad)
-            return Refusal(f"its input {names} varies with the explained inputs, and {op.type} is not linear in it")
-        if when is not None:
-            reason = when(op)
-            if reason:
-                return Refusal(reason)
-        return KEEP
-
-    return plan
-
-
-def _register(op_types, *indices, when=None, doc="m = ∂out/∂in (linear)"):
-    for op_type in op_types:
-        register_rule(op_type, "linear", plan=linear_in(*indices, when=when), doc=doc)
-
+from tfshap.graph import batch_axis_refusal, reapply
+from tfshap.pair import assert_same_for_sample_and_reference, derivative_along, varying_inputs
+from tfshap.registry import APPLY, KEEP, NOT_DIFFERENTIABLE, Refusal, linear, lookup, rule
 
 # Linear in every input.
-_register(
-    [
-        "Identity", "EnsureShape", "CheckNumerics",
-        "AddV2", "Add", "Sub", "Neg", "AddN", "BiasAdd", "BiasAddV1",
-        "ConcatV2", "Pack", "Unpack", "Tile", "BroadcastTo",
-        "AvgPool", "AvgPool3D",
-    ]
+linear(
+    "Identity", "EnsureShape", "CheckNumerics",
+    "AddV2", "Add", "Sub", "Neg", "AddN", "BiasAdd", "BiasAddV1",
+    "ConcatV2", "Pack", "Unpack", "Tile", "BroadcastTo",
+    "AvgPool", "AvgPool3D",
 )
 # Linear in the data input; the others are shapes, axes, paddings or indices.
-_register(
-    [
-        "Reshape", "ExpandDims", "Squeeze", "Transpose", "Slice", "StridedSlice",
-        "Pad", "MirrorPad", "ReverseV2", "DepthToSpace", "SpaceToDepth",
-        "ResizeNearestNeighbor", "ResizeBilinear", "ExtractImagePatches",
-        "ExtractVolumePatches", "Gather", "GatherV2", "GatherNd",
-    ],
-    0,
+linear(
+    "Reshape", "ExpandDims", "Squeeze", "Transpose", "Slice", "StridedSlice",
+    "Pad", "MirrorPad", "ReverseV2", "DepthToSpace", "SpaceToDepth",
+    "ResizeNearestNeighbor", "ResizeBilinear", "ExtractImagePatches",
+    "ExtractVolumePatches",
+    inputs=(0,),
 )
-
-
 # Linear in the data input, along axes other than the batch axis.
-_register(["Sum", "Mean", "Cumsum"], 0, when=batch_axis_refusal)
-_register(["PadV2"], 0, 2)
-_register(["Split"], 1)
-_register(["SplitV"], 0)
+linear("Sum", "Mean", "Cumsum", inputs=(0,), when=batch_axis_refusal)
+linear("PadV2", inputs=(0, 2))
+linear("Split", inputs=(1,))
+linear("SplitV", inputs=(0,))
 # Linear in one operand while the other is constant (weights).
-_register(["Conv2D", "Conv3D", "DepthwiseConv2dNative"], 0, doc="m = ∂out/∂input (constant filter)")
-_register(["Conv2DBackpropInput", "Conv3DBackpropInputV2"], 2, doc="m = ∂out/∂input (transposed convolution)")
-
-
-def _pass_through(op: tf.Operation, *grads):
-    """m = 1 for every input: the forward value is the identity."""
-    return list(grads)
+linear("Conv2D", "Conv3D", "DepthwiseConv2dNative", inputs=(0,), doc="m = ∂out/∂input (constant filter)")
+linear("Conv2DBackpropInput", "Conv3DBackpropInputV2", inputs=(2,), doc="m = ∂out/∂input (transposed convolution)")
 
 
 # tf.custom_gradient wraps its forward ops in an IdentityN whose gradient skips them; the
 # forward ops carry the rules, so the gradient must flow through the IdentityN unchanged.
 # stop_gradient is the identity in the forward function that is being explained. Snapshot
 # is the identity too, and TensorFlow registers no gradient for it.
-for _op_type in ("IdentityN", "StopGradient", "PreventGradient", "Snapshot"):
-    register_rule(_op_type, "linear", gradient=_pass_through, doc="m = 1 (identity in the forward pass)")
+@rule("IdentityN", "StopGradient", "PreventGradient", "Snapshot", family="linear")
+def pass_through(op: tf.Operation, *grads):
+    """m = 1 (identity in the forward pass)"""
+    return list(grads)
+
+
+def _computed_from_floats(t: tf.Tensor) -> bool:
+    """Whether ``t`` is computed from a float tensor's values (shapes do not count)."""
+    stack, seen = [t], set()
+    while stack:
+        tensor = stack.pop()
+        if tensor.dtype.is_floating:
+            return True
+        if tensor.ref() in seen or tensor.op.type in NOT_DIFFERENTIABLE:
+            continue
+        seen.add(tensor.ref())
+        stack.extend(tensor.op.inputs)
+    return False
+
+
+def _gather_plan(op: tf.Operation, varying: tuple[bool, ...]):
+    if not any(varying[1:]):
+        return KEEP  # linear in params
+    if any(varying[2:]):
+        return Refusal("its axis varies with the explained inputs")
+    if _computed_from_floats(op.inputs[1]):
+        return Refusal("its indices are computed from the explained inputs, so a sample and its reference read "
+                       "different entries: not linear in them")
+    if op.graph is not tf.compat.v1.get_default_graph():
+        return Refusal("its indices vary with the explained inputs inside a loop body, where they cannot be checked")
+    # Integer indices from an input beside the attributed layer (segment ids, positions) or
+    # computed from the inputs: a mask. The check is added to the traced function itself.
+    assert_same_for_sample_and_reference(op, op.inputs[1])
+    return APPLY
+
+
+@rule("Gather", "GatherV2", "GatherNd", family="linear", plan=_gather_plan,
+      xla_inexact="its indices are checked at run time (Assert ops), which XLA drops")
+def gather(op: tf.Operation, grad: tf.Tensor):
+    """m = ∂out/∂params; indices that vary must be the same for sample and reference (checked)"""
+    params = op.inputs[0]
+    params_grad = derivative_along(lambda p: reapply(op, p, *op.inputs[1:]), params, grad) if varying_inputs(op)[0] else None
+    return [params_grad] + [None] * (len(op.inputs) - 1)
+
+
+def _space_to_batch_refusal(op: tf.Operation) -> str | None:
+    """Why the region this SpaceToBatchND opens cannot be explained pair by pair, or None.
+
+    Up to BatchToSpaceND the batch axis holds blocks of every row (block-major), so a rule
+    that reads a row's reference would pair the wrong rows: only ops that keep TensorFlow's
+    gradient (linear ops, which never read a reference) may sit there.
+    """
+    stack, seen = list(op.outputs[0].consumers()), set()
+    while stack:
+        consumer = stack.pop()
+        if consumer.name in seen or consumer.type == "BatchToSpaceND":
+            continue
+        seen.add(consumer.name)
+        rule = lookup(consumer.type)
+        if rule is None or rule.gradient is not None:
+            return (f"its blocks reach {consumer.type} {consumer.name!r} before BatchToSpaceND; between the two the "
+                    "batch axis interleaves samples and references, where only linear ops are exact")
+        stack.extend(c for t in consumer.outputs for c in t.consumers())
+    return None
+
+
+# Dilated convolutions: SpaceToBatchND → convolution → BatchToSpaceND, linear in the data input.
+linear("SpaceToBatchND", inputs=(0,), when=_space_to_batch_refusal)
+linear("BatchToSpaceND", inputs=(0,))

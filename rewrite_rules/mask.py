@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfshap.errors import MISMATCH_MARKER
 from tfshap.graph import batch_axis_refusal
-from tfshap.pair import cached_multipliers, close, halves, on_foreground, ratio, unbroadcast, varying_inputs
-from tfshap.registry import KEEP, Refusal, register_gradient, register_rule
+from tfshap.pair import assert_same_for_sample_and_reference, cached_multipliers, close, halves, on_foreground, ratio
+from tfshap.pair import unbroadcast, varying_inputs
+from tfshap.registry import APPLY, KEEP, Refusal, linear, rule
 
-#: Starts the message of the run-time check; the runner turns it into MaskMismatchError.
-MISMATCH_MARKER = "tfshap-mask-mismatch"
+#: Why ``jit_compile=True`` is refused wherever a mask is checked.
+CHECKED_AT_RUN_TIME = "its mask is checked at run time (Assert ops), which XLA drops"
 
 COMPARISONS = ("Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual", "IsNan", "IsInf", "IsFinite")
 LOGICAL = ("LogicalAnd", "LogicalOr", "LogicalNot")
-
-
-def same_for_sample_and_reference(op: tf.Operation, mask: tf.Tensor) -> tf.Operation:
-    """An op that fails, naming ``op``, unless both halves of the paired ``mask`` are equal."""
-    sample, reference = halves(mask)
-    return tf.debugging.Assert(tf.reduce_all(tf.equal(sample, reference)), [f"{MISMATCH_MARKER} {op.name}"])
 
 
 @cached_multipliers
@@ -64,8 +60,17 @@ def _halves_of(op: tf.Operation, index: int, shape: tf.Tensor) -> tuple[tf.Tenso
     return halves(tf.broadcast_to(op.inputs[index], shape))
 
 
-def _switching_select(op: tf.Operation, grad: tf.Tensor):
-    """m = ∂out/∂branch where the condition agrees; where it switches, m = Δy / Δbranch through one branch."""
+def _select_plan(op: tf.Operation, varying: tuple[bool, ...]):
+    if not varying[0]:
+        return KEEP  # linear in both branches
+    if op.type == "Select" and op.inputs[0].shape.rank not in (None, op.inputs[1].shape.rank):
+        return Refusal("Select with a vector condition picks whole rows, which cannot be checked pair by pair")
+    return APPLY
+
+
+@rule("Select", "SelectV2", family="mask", plan=_select_plan, xla_inexact=CHECKED_AT_RUN_TIME)
+def switching_select(op: tf.Operation, grad: tf.Tensor):
+    """m = ∂out/∂branch where the condition agrees; where it switches, m = Δy / Δbranch through one branch"""
     m_then, m_else, check = _select_multipliers(op)
     with tf.control_dependencies([check]):
         then_grad, else_grad = m_then * grad, m_else * grad
@@ -77,9 +82,6 @@ def _switching_select(op: tf.Operation, grad: tf.Tensor):
     ]
 
 
-_SWITCHING_SELECT = {t: register_gradient(f"tfshap/mask/{t}", _switching_select) for t in ("Select", "SelectV2")}
-
-
 def _cast_plan(op: tf.Operation, varying: tuple[bool, ...]):
     source, target = op.inputs[0].dtype, op.outputs[0].dtype
     if not target.is_floating or source.is_floating:
@@ -89,29 +91,15 @@ def _cast_plan(op: tf.Operation, varying: tuple[bool, ...]):
     # function itself, whose automatic control dependencies run every stateful op.
     if op.graph is not tf.compat.v1.get_default_graph():
         return Refusal(f"it casts a {source.name} mask to {target.name} inside a loop body, where it cannot be checked")
-    same_for_sample_and_reference(op, op.inputs[0])
-    return KEEP
+    assert_same_for_sample_and_reference(op, op.inputs[0])
+    return APPLY
 
 
-def _select_plan(op: tf.Operation, varying: tuple[bool, ...]):
-    if not varying[0]:
-        return KEEP  # linear in both branches
-    if op.type == "Select" and op.inputs[0].shape.rank not in (None, op.inputs[1].shape.rank):
-        return Refusal("Select with a vector condition picks whole rows, which cannot be checked pair by pair")
-    return _SWITCHING_SELECT[op.type]
+@rule("Cast", family="mask", plan=_cast_plan, xla_inexact=CHECKED_AT_RUN_TIME)
+def mask_to_float(op: tf.Operation, grad: tf.Tensor):
+    """m = 1 float to float; a mask cast to float must be the same for sample and reference (checked)"""
+    return [None]  # nothing flows back into a mask
 
 
-def _reduction_plan(op: tf.Operation, varying: tuple[bool, ...]):
-    reason = batch_axis_refusal(op)
-    return Refusal(reason) if reason else KEEP
-
-
-register_rule("Cast", "mask", plan=_cast_plan,
-              doc="m = 1 float to float; a mask cast to float must be the same for sample and reference (checked)")
-for _op_type in ("Select", "SelectV2"):
-    register_rule(_op_type, "mask", plan=_select_plan,
-                  doc="m = ∂out/∂branch where the condition agrees; where it switches, m = Δy / Δbranch through one branch")
-for _op_type in COMPARISONS + LOGICAL:
-    register_rule(_op_type, "mask", plan=lambda op, varying: KEEP, doc="a mask: no gradient; checked where it meets floats")
-for _op_type in ("Any", "All"):
-    register_rule(_op_type, "mask", plan=_reduction_plan, doc="a mask reduced along non-batch axes: no gradient")
+linear(*COMPARISONS, *LOGICAL, family="mask", doc="a mask: no gradient; checked where it meets floats")
+linear("Any", "All", family="mask", when=batch_axis_refusal, doc="a mask reduced along non-batch axes: no gradient")

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfshap.pair import cached_multipliers, close, halves, on_foreground, ratio
-from tfshap.registry import KEEP, Refusal, gradient_name, register_gradient, register_rule
+from tfshap.registry import APPLY, KEEP, Refusal, rule
 
 FUSED_BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 
@@ -177,8 +177,33 @@ def _layer_norm_multipliers(op: tf.Operation):
     return on_foreground((dx + dr) / 2), on_foreground((sx + sr) / 2), on_foreground(m_s)
 
 
+# ---------------------------------------------------------------------------------------
+# the plan
+
+
+def plan(op: tf.Operation, varying: tuple[bool, ...]):
+    """KEEP with inference statistics (linear); the layer-norm rule where each channel lies in one sample."""
+    if any(varying[1:]):
+        return Refusal(
+            f"its scale, offset, mean or variance varies with the explained inputs, and {op.type} is not linear in them"
+        )
+    if not op.get_attr("is_training"):
+        return KEEP
+    reason = _layer_norm_layout_refusal(op)
+    if reason:
+        return Refusal(reason)
+    if any(t.consumers() for t in op.outputs[1:]):
+        return Refusal(f"{op.type} (is_training=True) has its batch moments used, which describe many samples")
+    if _uniform_value(op.inputs[1]) is None or _uniform_value(op.inputs[2]) is None:
+        return Refusal(f"{op.type} (is_training=True) has a scale or offset that is not the same for every channel")
+    return APPLY
+
+
+@rule(*FUSED_BATCH_NORMS, family="normalization", plan=plan)
 def layer_norm(op: tf.Operation, grad: tf.Tensor, *unused_grads):
-    """per channel d = x − μ, v = mean(d²), s = rsqrt(v + eps), y = d·s: g_d = g·s̄ + (2d̄/n)·m_s·Σ g·d̄, g_x = g_d − mean(g_d)"""
+    """inference statistics: m = scale / sqrt(var + eps) (linear); is_training, moments per sample:
+    per channel d = x − μ, v = mean(d²), s = rsqrt(v + eps), y = d·s:
+    g_d = g·s̄ + (2d̄/n)·m_s·Σ g·d̄, g_x = g_d − mean(g_d)"""
     d_mid, s_mid, m_s = _layer_norm_multipliers(op)
     g = _channels(grad, d_mid.dtype) * _uniform_value(op.inputs[1])
     n = tf.cast(tf.shape(g)[-1], g.dtype)
@@ -186,38 +211,3 @@ def layer_norm(op: tf.Operation, grad: tf.Tensor, *unused_grads):
     g_d = g * s_mid + 2 * d_mid * through_v / n  # y = d·s → d, and v = mean(d²) → d
     g_x = g_d - tf.reduce_mean(g_d, -1, keepdims=True)  # d = x − mean(x)
     return [tf.cast(tf.reshape(g_x, tf.shape(grad)), grad.dtype)] + [None] * (len(op.inputs) - 1)
-
-
-# ---------------------------------------------------------------------------------------
-# the plan
-
-
-def _plan(name: str):
-    def plan(op: tf.Operation, varying: tuple[bool, ...]):
-        if any(varying[1:]):
-            return Refusal(
-                f"its scale, offset, mean or variance varies with the explained inputs, and {op.type} is not linear in them"
-            )
-        if not op.get_attr("is_training"):
-            return KEEP
-        reason = _layer_norm_layout_refusal(op)
-        if reason:
-            return Refusal(reason)
-        if any(t.consumers() for t in op.outputs[1:]):
-            return Refusal(f"{op.type} (is_training=True) has its batch moments used, which describe many samples")
-        if _uniform_value(op.inputs[1]) is None or _uniform_value(op.inputs[2]) is None:
-            return Refusal(f"{op.type} (is_training=True) has a scale or offset that is not the same for every channel")
-        return name
-
-    return plan
-
-
-for _op_type in FUSED_BATCH_NORMS:
-    _name = register_gradient(gradient_name("normalization", _op_type), layer_norm)
-    register_rule(
-        _op_type,
-        "normalization",
-        plan=_plan(_name),
-        doc="inference statistics: m = scale / sqrt(var + eps) (linear); is_training, moments per sample: "
-        + layer_norm.__doc__.strip(),
-    )

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfshap.graph import batch_axis_refusal, reduced_axes
 from tfshap.pair import cached_multipliers, foreground, halves, on_foreground, ratio
-from tfshap.registry import Refusal, gradient_name, register_gradient, register_rule
+from tfshap.registry import APPLY, Refusal, rule
 
 
 def _cross_max_multiplier(mx, mr, x_at, r_at):
@@ -22,16 +22,18 @@ def _cross_max_multiplier(mx, mr, x_at, r_at):
     return ratio(mx - mr, delta_at, tf.equal(delta_at, 0), tf.ones_like(delta_at))
 
 
-def _reduction_plan(name: str):
-    def plan(op: tf.Operation, varying):
-        if varying[1]:
-            return Refusal("its reduction axes vary with the explained inputs")
-        reason = batch_axis_refusal(op)
-        return Refusal(reason) if reason else name
-
-    return plan
+#: Why ``jit_compile=True`` is refused for the cross-max rules (misses of 1e-4 in float32 were measured).
+XLA_MOVES_WINNERS = "XLA's fused recomputation does not keep the winning position of each window fixed"
 
 
+def _reduction_plan(op: tf.Operation, varying: tuple[bool, ...]):
+    if varying[1]:
+        return Refusal("its reduction axes vary with the explained inputs")
+    reason = batch_axis_refusal(op)
+    return Refusal(reason) if reason else APPLY
+
+
+@rule("Max", "Min", family="pooling", plan=_reduction_plan, xla_inexact=XLA_MOVES_WINNERS)
 def reduce_max(op: tf.Operation, grad: tf.Tensor):
     """Cross-max over the reduced axes: m = (Mx − Mr) / (x_i − r_i) at the argmax i of the larger max."""
     sign = -1.0 if op.type == "Min" else 1.0
@@ -90,6 +92,11 @@ def _window_multipliers(op: tf.Operation):
     return x_wins, m
 
 
+def _max_pool_plan(op: tf.Operation, varying: tuple[bool, ...]):
+    return Refusal("it uses explicit padding") if op.get_attr("padding") not in (b"SAME", b"VALID") else APPLY
+
+
+@rule(*_POOL_ROUTE_AND_PICK, family="pooling", plan=_max_pool_plan, xla_inexact=XLA_MOVES_WINNERS)
 def max_pool(op: tf.Operation, grad: tf.Tensor):
     """Cross-max per window: m = (Mx − Mr) / (x_i − r_i) at the argmax i of the larger window max."""
     route, _ = _POOL_ROUTE_AND_PICK[op.type]
@@ -104,46 +111,22 @@ def max_pool(op: tf.Operation, grad: tf.Tensor):
     return [on_foreground(to_x + to_r)]
 
 
-def _max_pool_plan(name: str):
-    def plan(op: tf.Operation, varying):
-        if op.get_attr("padding") not in (b"SAME", b"VALID"):
-            return Refusal("it uses explicit padding")
-        return name
-
-    return plan
-
-
-for _op_type in ("Max", "Min"):
-    _name = register_gradient(gradient_name("crossmax", _op_type), reduce_max)
-    register_rule(_op_type, "crossmax", plan=_reduction_plan(_name), doc=reduce_max.__doc__.strip())
-
-for _op_type in _POOL_ROUTE_AND_PICK:
-    _name = register_gradient(gradient_name("crossmax", _op_type), max_pool)
-    register_rule(_op_type, "crossmax", plan=_max_pool_plan(_name), doc=max_pool.__doc__.strip())
+def _top_k_plan(op: tf.Operation, varying: tuple[bool, ...]):
+    k = tf.get_static_value(op.inputs[1])
+    if varying[1]:
+        return Refusal("its k varies with the explained inputs")
+    if k != 1:
+        k_text = "unknown when compiling" if k is None else f"= {k}"
+        return Refusal(
+            f"top_k with k {k_text} (tf.sort, tf.math.top_k) returns order statistics: no exact rule "
+            "assigns their change to the inputs whose order decides them; only k = 1, the maximum, is exact"
+        )
+    if op.inputs[0].shape.rank is None or op.inputs[0].shape.rank < 2:
+        return Refusal("its last axis is the batch axis, or its rank is unknown")
+    return APPLY
 
 
+@rule("TopKV2", family="pooling", plan=_top_k_plan, xla_inexact=XLA_MOVES_WINNERS)
 def top_1(op: tf.Operation, grad_values: tf.Tensor, grad_indices: tf.Tensor):
-    """top_k with k = 1 is the max over the last axis: the cross-max rule there."""
+    """k = 1: cross-max over the last axis (m as for Max); k > 1 refused"""
     return [_cross_max(op.inputs[0], [op.inputs[0].shape.rank - 1], grad_values), None]
-
-
-def _top_k_plan(name: str):
-    def plan(op: tf.Operation, varying):
-        k = tf.get_static_value(op.inputs[1])
-        if varying[1]:
-            return Refusal("its k varies with the explained inputs")
-        if k != 1:
-            k_text = "unknown when compiling" if k is None else f"= {k}"
-            return Refusal(
-                f"top_k with k {k_text} (tf.sort, tf.math.top_k) returns order statistics: no exact rule "
-                "assigns their change to the inputs whose order decides them; only k = 1, the maximum, is exact"
-            )
-        if op.inputs[0].shape.rank is None or op.inputs[0].shape.rank < 2:
-            return Refusal("its last axis is the batch axis, or its rank is unknown")
-        return name
-
-    return plan
-
-
-_name = register_gradient(gradient_name("crossmax", "TopKV2"), top_1)
-register_rule("TopKV2", "crossmax", plan=_top_k_plan(_name), doc="k = 1: cross-max over the last axis (m as for Max); k > 1 refused")

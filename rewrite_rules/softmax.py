@@ -12,7 +12,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.pair import cached_multipliers, close, halves, on_foreground, ratio
-from tfshap.registry import register_rule
+from tfshap.registry import rule
 
 
 @cached_multipliers
@@ -46,17 +46,16 @@ def _through_log_normaliser(h: tf.Tensor, m_e: tf.Tensor, m_log: tf.Tensor) -> t
     return h - m_e * m_log * tf.reduce_sum(h, -1, keepdims=True)
 
 
+@rule("LogSoftmax", family="softmax")
 def log_softmax(op: tf.Operation, grad: tf.Tensor):
     """log p = z − c − log s: m_z = g − m_e · m_log · Σ g, m_log = Δlog s / Δs."""
     m_e, m_log, _ = _multipliers(op)
     return [_through_log_normaliser(grad, m_e, m_log)]
 
 
+@rule("Softmax", family="softmax")
 def softmax(op: tf.Operation, grad: tf.Tensor):
     """p = exp(log p): m_z = h − m_e · m_log · Σ h with h = g · Δp / Δlog p."""
     m_e, m_log, m_p = _multipliers(op)
     return [_through_log_normaliser(grad * m_p, m_e, m_log)]
 
-
-register_rule("Softmax", "softmax", gradient=softmax)
-register_rule("LogSoftmax", "softmax", gradient=log_softmax)

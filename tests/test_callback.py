@@ -78,7 +78,7 @@ def test_history_follows_each_epochs_weights_without_recompiling(K, rng):
     # compiled once: the same traced chunk function and forward pass served every epoch
     assert all(chunk is recorder.chunks[0] for chunk in recorder.chunks)
     assert len(callback.explainer.program._chunk_fns) == 1
-    assert callback.explainer.program.forward.experimental_get_tracing_count() == 1
+    assert callback.explainer.forward.experimental_get_tracing_count() == 1
     # the first epoch's attributions equal a fresh compile on a copy holding that epoch's weights
     copy = K.models.clone_model(model)
     copy.set_weights(recorder.weights[0])

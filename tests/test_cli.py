@@ -78,7 +78,7 @@ def test_rules_lists_every_registered_op_with_its_family(capsys):
     status, out, err = run(capsys, "rules")
     assert status == 0 and not err
     lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if line and not line.startswith("#")}
-    assert lines["Relu"] == "rescale"
+    assert lines["Relu"] == "elementwise"
     assert lines["Reshape"] == "linear"
     assert set(lines) == {r.op_type for r in tfshap.rules()}
     relu_line = next(line for line in out.splitlines() if line.startswith("Relu "))
@@ -101,7 +101,7 @@ def test_check_supported_model_lists_rules(capsys, files):
     assert status == 0, err
     assert "supported" in out and "NOT" not in out
     assert re.search(r"Conv2D\s+linear", out)
-    assert re.search(r"Relu\s+rescale", out)
+    assert re.search(r"Relu\s+elementwise", out)
     assert re.search(r"Softmax\s+softmax", out)
 
 

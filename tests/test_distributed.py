@@ -17,14 +17,14 @@ _SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, tfshap
-    from tfshap import runner
+    from tfshap import batching
 
     used = []
-    original = runner.tf.device
+    original = batching.tf.device
     def spy(name):
         used.append(name)
         return original(name)
-    runner.tf.device = spy
+    batching.tf.device = spy
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),

@@ -190,7 +190,7 @@ def test_strip_removes_the_rules_saved_inside_loop_bodies(tmp_path):
         options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
     )
     before = gradient_overrides(tmp_path)
-    assert {"tfshap/rescale/Sigmoid", "tfshap/rescale/Tanh", "tfshap/shapley/Mul"} <= set(before)
+    assert {"tfshap/elementwise/Sigmoid", "tfshap/elementwise/Tanh", "tfshap/binary/Mul"} <= set(before)
     checksum = tf.saved_model.experimental.read_fingerprint(str(tmp_path)).saved_model_checksum
     assert strip_gradient_overrides(tmp_path) == len(before)
     assert gradient_overrides(tmp_path) == []
@@ -216,7 +216,7 @@ def test_export_runs_explains_tiles_of_samples_by_background_rows(tmp_path):
     rng = np.random.default_rng(3)
     background, x = rng.normal(size=(7, 5)), rng.normal(size=(5, 5))
     explainer = tfshap.compile(model, background, batch_size=4)
-    assert tfshap.runner.tile_shape(7, 4) == (2, 2)
+    assert tfshap.batching.tile_shape(7, 4) == (2, 2)
     expected = explainer.explain(x)
     loaded = tf.saved_model.load(str(explainer.export(tmp_path / "tiled")))
     result = loaded.explain(tf.constant(x))

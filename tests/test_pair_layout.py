@@ -21,8 +21,7 @@ import tensorflow as tf
 
 import tfshap
 from tfshap.pair import halves, on_foreground, paired_rows
-from tfshap import runner
-from tfshap.runner import pair_tiles, run_pairs
+from tfshap.batching import References, run_tiles, tiles
 
 from models._helpers import assert_additive, floatx, keras_module
 
@@ -51,16 +50,28 @@ def test_halves_move_each_rows_run_of_entries_together():
 @pytest.mark.parametrize("n, k, batch_size", [(1, 1, 1), (4, 6, 5), (100, 10000, 1024), (7, 100, 1024), (3, 50, 64), (32, 1000, 1024), (5, 3, 2), (64, 100, 6584)])
 def test_tiles_cover_every_pair_once_within_the_batch_size(n, k, batch_size):
     seen = np.zeros((n, k), int)
-    for samples, rows in pair_tiles(n, k, batch_size):
-        assert (samples.stop - samples.start) * (rows.stop - rows.start) <= batch_size
-        seen[samples, rows] += 1
+    for tile in tiles(n, References([np.zeros((k, 1))]), batch_size):
+        assert len(tile.sample_index) <= batch_size
+        np.add.at(seen, (tile.samples.start + tile.sample_index, tile.rows.start + tile.reference_index), 1)
+    np.testing.assert_array_equal(seen, 1)
+
+
+@pytest.mark.parametrize("counts, batch_size", [([3, 1, 4, 1, 5], 4), ([10], 3), ([1] * 9, 2), ([2, 30, 2], 8)])
+def test_per_sample_tiles_pair_each_sample_with_its_own_rows_once(counts, batch_size):
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    seen = np.zeros(offsets[-1], int)
+    for tile in tiles(len(counts), References([np.zeros((offsets[-1], 1))], offsets), batch_size):
+        assert len(tile.sample_index) <= batch_size
+        samples, rows = tile.samples.start + tile.sample_index, tile.rows.start + tile.reference_index
+        assert np.all((offsets[samples] <= rows) & (rows < offsets[samples + 1])), "a sample paired with another's row"
+        np.add.at(seen, rows, 1)
     np.testing.assert_array_equal(seen, 1)
 
 
 def test_a_large_background_is_tiled_with_few_background_rows_per_chunk():
     # 1,000 samples × 10,000 rows in chunks of 1,024 pairs: 32 samples × 32 rows, 32 reference rows per chunk
-    tiles = pair_tiles(1000, 10000, 1024)
-    assert {(s.stop - s.start, r.stop - r.start) for s, r in tiles[:5]} == {(32, 32)}
+    found = tiles(1000, References([np.zeros((10000, 1))]), 1024)
+    assert {(t.samples.stop - t.samples.start, t.rows.stop - t.rows.start) for t in found[:5]} == {(32, 32)}
 
 
 def test_a_rule_outside_a_layout_is_an_error():
@@ -117,7 +128,8 @@ def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
     chunk, outputs = explainer.program.chunk(k), np.tile(np.arange(k), (len(x), 1))
     # tiles of 1 pair; 2 samples × 2 background rows; 3 × 3; and one tile, 6 reference rows for 24 pairs
     for size in (1, 5, 9, 24):
-        values = run_pairs(chunk, [x], explainer.background, outputs, size)[0]
+        sums = run_tiles(chunk, [x], References([b.numpy() for b in explainer.background]), outputs, size)
+        values = sums.values[0] / len(background)
         np.testing.assert_allclose(values, result.values, rtol=0, atol=1e-12, err_msg=f"batch_size={size}")
 
 
@@ -136,7 +148,7 @@ def _recurrent_with_many_outputs(K):
     ids=["feed_forward", "many_outputs", "recurrent", "recurrent_20_outputs"],
 )
 @pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
-def test_the_backward_vectorized_over_outputs_gives_the_values_of_separate_passes(build, keras_name, monkeypatch):
+def test_the_backward_vectorized_over_outputs_gives_the_values_of_separate_passes(build, keras_name):
     # By default a model with a loop runs one backward pass vectorized over its outputs, and
     # a model without one a pass per output (3) or one pass over copies of the pairs (20).
     # Forcing the other way must give the same values.
@@ -146,8 +158,7 @@ def test_the_backward_vectorized_over_outputs_gives_the_values_of_separate_passe
     assert default.program.vectorizes(k) == default.program.has_loops
     result = default.explain(x)
     assert_additive(result, 1e-10)
-    monkeypatch.setattr(runner, "VECTORIZE_OUTPUTS", not default.program.has_loops)
-    other = tfshap.compile(model, background)
+    other = tfshap.compile(model, background, vectorize_outputs=not default.program.has_loops)
     assert other.program.vectorizes(k) != default.program.vectorizes(k)
     np.testing.assert_allclose(other.explain(x).values, result.values, rtol=0, atol=1e-12)
 

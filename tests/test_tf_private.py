@@ -54,7 +54,7 @@ def test_registered_gradient_names_lists_tfshap_rules():
     import tfshap  # noqa: F401  (registers the rules)
 
     names = _tf_private.registered_gradient_names()
-    assert "tfshap/rescale/Relu" in names
+    assert "tfshap/elementwise/Relu" in names
     assert "Relu" in names
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from . import plots
 from . import rewrite_rules as _rules  # noqa: F401  (registers every rule once, at import)
 from .attributions import Attributions
+from .base import CompiledExplainer
 from .errors import AdditivityError, CompileError, MaskMismatchError, UnsupportedOpError
-from .explainers import CompiledExplainer, DeepExplainer, compile
+from .explainers import DeepExplainer, compile
 from .gradients import GradientExplainer
 from .registry import register_rule, rules
 

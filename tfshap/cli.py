@@ -38,7 +38,8 @@ def _error(message: str) -> None:
 
 # -- rules ----------------------------------------------------------------------------------
 def _doc_line(doc: str) -> str:
-    return _one_line(doc.splitlines()[0] if doc else "")
+    """A rule's formula: the first paragraph of its docstring, on one line."""
+    return _one_line(doc.split("\n\n")[0] if doc else "")
 
 
 def rules_text() -> str:
@@ -267,13 +268,8 @@ def _about_file(exc: ValueError, name: str, where: str) -> CliError:
 
 
 def _unsupported_summary(exc, hint: bool = True) -> str:
-    """``Greater (1 op, e.g. 'model/elu/Greater'), SelectV2 (...)`` from the error's bullet lines."""
-    items = []
-    for line in str(exc).splitlines():
-        line = line.strip()
-        if line.startswith("- "):
-            op_type, _, rest = line[2:].partition(": ")
-            items.append(f"{op_type} ({rest.split(':')[0]})" if rest else op_type)
+    """``Greater (1 op, e.g. 'model/elu/Greater'); SelectV2 (...)`` from the error's fields."""
+    items = [f"{p.op_type} ({p.count} op{'s' if p.count != 1 else ''}, e.g. {p.example!r})" for p in exc.problems]
     what = "; ".join(items) if items else _one_line(exc)
     return f"no exact rule for {what}" + ("; `tfshap check MODEL` shows the details" if hint else "")
 

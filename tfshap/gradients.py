@@ -24,10 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from .attributions import Attributions, summed
+from .base import CompiledExplainer
+from .batching import default_batch_size
 from .errors import CompileError
-from .explainers import CompiledExplainer
-from .runner import Program, default_batch_size
-from .trace import trace
 from .validate import as_arrays
 
 METHOD_OPTIONS = {
@@ -126,7 +125,7 @@ class PathProgram:
         self.traced = traced
         self.jit_compile = jit_compile
         self.local_smoothing = local_smoothing
-        # runner.default_batch_size counts two rows per (sample, background) pair; a path row is one
+        # batching.default_batch_size counts two rows per (sample, background) pair; a path row is one
         self.activation_bytes_per_row = _row_bytes(forward.get_concrete_function().graph) // 2
         self._chunk_fns: dict[tuple[int, bool], object] = {}
 
@@ -282,33 +281,26 @@ class PathExplainer(CompiledExplainer):
 
     checks_additivity_by_default = False
 
-    def __init__(self, model, background, *, method, output=None, inputs=None, batch_size=None, jit_compile=None, **options):
+    def __init__(self, model, background, *, method, output=None, inputs=None, batch_size=None, jit_compile=None,
+                 **options):
         _check_method(method, inputs, options)
-        if batch_size is not None:
-            batch_size = _positive_int(batch_size, "batch_size")
+        if callable(background) and not isinstance(background, tf.Tensor):
+            raise ValueError(f"method {method!r} takes background arrays (reference rows); per-sample reference "
+                             "functions are for method='deep'")
         self.method = method
         self.nsamples = _positive_int(options.get("nsamples", DEFAULT_NSAMPLES), "nsamples")
         self.local_smoothing = _smoothing(options.get("local_smoothing", 0))
         self.rseed = _seed(options.get("rseed"))
         self.steps = _positive_int(options.get("steps", DEFAULT_STEPS), "steps")
         self.rule = _rule(options.get("rule", DEFAULT_RULE))
-        raw = background if isinstance(background, (list, tuple)) else [background]
-        preview = [b.numpy() if isinstance(b, tf.Tensor) else np.asarray(b) for b in raw]
-        self.traced = trace(model, preview, output=output)
-        self._allow_integer = False
-        self._n_inputs = len(self.traced.input_specs)
-        arrays = as_arrays(background, self.traced.input_specs, "background", allow_integer=False)
-        self.background = [tf.convert_to_tensor(b) for b in arrays]
-        self.program = Program(self.traced, jit_compile=bool(jit_compile))  # its forward pass only: no rewrite
-        probe = self.program.forward([b[:1] for b in self.background])
-        self.n_outputs = int(probe.shape[-1])
-        self.output_dtype = probe.dtype
-        self.paths = PathProgram(self.traced, bool(jit_compile), self.local_smoothing, self.program.forward)
+        if batch_size is not None:
+            batch_size = _positive_int(batch_size, "batch_size")
+        super().__init__(model, background, output=output, batch_size=batch_size, jit_compile=jit_compile)
+        self.paths = PathProgram(self.traced, self.jit_compile, self.local_smoothing, self.forward)
         try:
             self.paths.chunk(self.n_outputs, False)  # traces now, so that a missing gradient fails here
         except LookupError as exc:
             raise CompileError(f"method {method!r} needs the model's gradients: {exc}") from None
-        self._batch_size = batch_size
 
     @property
     def rules_used(self) -> str:
@@ -319,16 +311,13 @@ class PathExplainer(CompiledExplainer):
         if self._batch_size is not None:
             return self._batch_size
         elements = sum(int(np.prod(s.shape[1:])) for s in self.traced.input_specs)
-        return default_batch_size(self.paths, k, elements)
-
-    def export(self, path):
-        raise ValueError(f"export supports method='deep' only; this explainer uses method={self.method!r}")
+        return default_batch_size(self.paths.activation_bytes_per_row, k, elements, vectorized=False)
 
     # -- explaining ---------------------------------------------------------------------------
     def explain(self, x, *, ranked_outputs: int | None = None, output_rank_order: str = "max") -> Attributions:
         """Attributions of ``x`` (an array, a list of arrays, or a ``tf.data.Dataset``), with ``convergence_delta``."""
         if isinstance(x, tf.data.Dataset):
-            merged = self._explain_dataset(x, ranked_outputs, output_rank_order)
+            merged = self.explain_dataset(x, ranked_outputs=ranked_outputs, output_rank_order=output_rank_order)
             return dataclasses.replace(
                 merged, convergence_delta=convergence_delta(merged.values, merged.base_values, merged.outputs)
             )
@@ -346,10 +335,10 @@ class PathExplainer(CompiledExplainer):
             raise ValueError("variances come from sampling: they need method='expected_gradients'")
         if variances and nsamples < 2:
             raise ValueError(f"return_variances=True needs nsamples >= 2 to estimate a variance; got nsamples={nsamples}")
-        arrays = as_arrays(x, self.traced.input_specs, "x", allow_integer=False)
-        outputs = self._forward(arrays)
+        arrays = as_arrays(x, self.input_specs, "x", allow_integer=False)
+        outputs = self.outputs_of(arrays)
         base = self.expected_value
-        index = self._output_index(outputs, ranked_outputs, output_rank_order)
+        index = self.output_index(outputs, ranked_outputs, output_rank_order)
         k = index.shape[1]
         rng = np.random.default_rng(rseed)
         rows = self._rows(len(outputs), nsamples, rng)
@@ -357,20 +346,10 @@ class PathExplainer(CompiledExplainer):
         sums, squares = run_rows(
             self.paths.chunk(k, variances), arrays, self.background, index, rows, self.batch_size(k), seed, variances
         )
-        selected_outputs = np.take_along_axis(outputs, index, axis=1)
-        selected_base = base[index]
-        delta = convergence_delta(sums, selected_base, selected_outputs)
+        delta = convergence_delta(sums, base[index], np.take_along_axis(outputs, index, axis=1))
+        attributions = self.attributions(sums, base, outputs, index, ranked_outputs is not None, arrays,
+                                         convergence_delta=delta)
         dtype = self.output_dtype.as_numpy_dtype
-        full = ranked_outputs is None
-        attributions = Attributions(
-            values=_layout([s.astype(dtype) for s in sums]),
-            base_values=(base if full else selected_base).astype(dtype),
-            outputs=(outputs if full else selected_outputs).astype(dtype),
-            additivity_error=float(np.max(np.abs(delta))),
-            data=_layout(arrays),
-            output_indices=None if full else index,
-            convergence_delta=delta,
-        )
         if not variances:
             return attributions, None
         return attributions, _layout([variance_of_mean(s, q, nsamples).astype(dtype) for s, q in zip(sums, squares)])

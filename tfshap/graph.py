@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import _tf_private
-from .registry import STRUCTURAL_OPS
+from .registry import NOT_DIFFERENTIABLE
 
 
 def reapply(op: tf.Operation, *inputs: tf.Tensor) -> tf.Tensor:
@@ -37,7 +37,7 @@ def varying_tensors(ops: Iterable[tf.Operation], sources: Sequence[tf.Tensor], b
     varying = {t.ref() for t in sources}
     blocked_refs = {t.ref() for t in blocked}
     for op in ops:
-        if op.type in STRUCTURAL_OPS:
+        if op.type in NOT_DIFFERENTIABLE:
             continue
         flags = [t.ref() in varying for t in op.inputs]
         if not any(flags):

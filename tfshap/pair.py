@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from . import _tf_private
+from .errors import MISMATCH_MARKER
 
 VARYING_ATTR = "_tfshap_varying"
 
@@ -157,6 +158,20 @@ def derivative(fn, *args: tf.Tensor, wrt: int = 0) -> tf.Tensor:
         y = fn(*args)
     d = tape.gradient(y, at, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return d
+
+
+def derivative_along(fn, at: tf.Tensor, output_gradients: tf.Tensor):
+    """The vector-Jacobian product of ``fn`` at ``at`` with ``output_gradients`` (``fn`` linear in ``at``: its gradient)."""
+    with tf.GradientTape() as tape:
+        tape.watch(at)
+        y = fn(at)
+    return tape.gradient(y, at, output_gradients=output_gradients)
+
+
+def assert_same_for_sample_and_reference(op: tf.Operation, mask: tf.Tensor) -> tf.Operation:
+    """An op that fails, naming ``op``, unless both halves of the paired ``mask`` are equal (a run-time check)."""
+    sample, reference = halves(mask)
+    return tf.debugging.Assert(tf.reduce_all(tf.equal(sample, reference)), [f"{MISMATCH_MARKER} {op.name}"])
 
 
 def unbroadcast(grad: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:

@@ -1,4 +1,10 @@
-"""The pass: give every op on the path from the explained inputs to the output its rule."""
+"""The pass: give every op on the path from the explained inputs to the output its rule.
+
+:func:`rewrite_traced` runs the traced model on a paired batch inside the graph being
+built (a chunk function), installs the rules, and returns what the program needs as a
+value, :class:`Rewritten`: the explained output, the tensors attributed to, the report and
+the bytes of varying activations per row.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,98 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import tensorflow as tf
 
 from . import _tf_private, registry
-from .errors import UnsupportedOpError
+from .errors import CompileError, OpProblem, UnsupportedOpError
 from .graph import BRANCH_OPS, CALL_OPS, WHILE_OPS, reaching_loop_vars, reaching_tensors, varying_loop_vars, varying_tensors
 from .pair import mark_varying
 
 
 @dataclass
 class RewriteReport:
-    """What the pass did: how many ops each (family, op type) rule treated."""
+    """What the pass did: how many ops each (family, op type) rule treated, and which rules XLA would break."""
 
     used: Counter = field(default_factory=Counter)
+    #: op type -> why XLA would make its applied rule wrong
+    xla_inexact: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         return ", ".join(f"{op_type} ({family}) ×{n}" for (family, op_type), n in sorted(self.used.items()))
+
+    def xla_refusal(self) -> str | None:
+        """Why ``jit_compile=True`` would make these attributions wrong, or None."""
+        if not self.xla_inexact:
+            return None
+        reasons = "; ".join(f"{op_type}: {reason}" for op_type, reason in sorted(self.xla_inexact.items()))
+        return f"jit_compile=True cannot explain this model exactly ({reasons}). Expected jit_compile=False or None"
+
+
+@dataclass
+class Rewritten:
+    """The traced model on a paired batch, with its rules installed.
+
+    ``output`` is ``(rows, n_outputs)``; ``sources`` are the tensors attributed to (the
+    paired model inputs, or the attributed layer's outputs); ``activation_bytes_per_row``
+    counts the varying float activations of one row whose size is known when tracing.
+    """
+
+    output: tf.Tensor
+    sources: list[tf.Tensor]
+    report: RewriteReport
+    activation_bytes_per_row: int
+
+
+def rewrite_traced(traced, paired: list[tf.Tensor], layer_of: Callable[[str], str | None],
+                   rule_set: str = registry.DEFAULT_RULES) -> Rewritten:
+    """Run ``traced`` on ``paired`` in the graph being built and install the rules of ``rule_set``."""
+    graph = tf.compat.v1.get_default_graph()
+    first = len(graph.get_operations())
+    y, attributed = traced.call(paired)
+    ops = graph.get_operations()[first:]
+    if attributed is None:
+        sources, masks = paired, []
+    else:
+        sources, masks = attributed, masks_beside_layer(ops, paired, attributed, y, traced.attributed_layer)
+    report = rewrite(ops, [*sources, *masks], [y], layer_of, rule_set)
+    return Rewritten(y, list(sources), report, activation_bytes_per_row(ops, sources))
+
+
+def masks_beside_layer(ops, paired, attributed, y, layer_name: str) -> list[tf.Tensor]:
+    """The masks computed from the inputs other than through the attributed layer.
+
+    They vary too, so the mask rules check that a sample and its reference agree on them;
+    an integer model input beside the layer (segment ids, a padding mask) is one. Any float
+    path around the layer makes attributions to it incomplete, and is refused.
+    """
+    around = varying_tensors(ops, paired, blocked=attributed)
+    feeding_layer = reaching_tensors(ops, attributed)
+    mask_inputs = [t for t in paired if not t.dtype.is_floating and t.ref() not in feeding_layer]
+    masks = mask_inputs + [
+        t for op in ops for t in op.outputs
+        if t.ref() in around and t.ref() not in feeding_layer and not t.dtype.is_floating
+    ]
+    others = [t for t in paired if all(t is not m for m in mask_inputs)]
+    if y.ref() in varying_tensors(ops, others, blocked=[*attributed, *masks]):
+        raise CompileError(
+            f"the output depends on the model inputs other than through layer {layer_name!r}, so attributions "
+            "to that layer cannot add up; choose a layer that every path from the inputs to the output goes through"
+        )
+    return masks
+
+
+def activation_bytes_per_row(ops, sources) -> int:
+    """Bytes per row of the float tensors that vary with ``sources`` and whose per-row size is known."""
+    varying = varying_tensors(ops, sources)
+    total = 0
+    for op in ops:
+        for t in op.outputs:
+            if t.ref() in varying and t.dtype.is_floating and t.shape.rank:
+                dims = t.shape[1:]
+                if dims.is_fully_defined():
+                    total += int(np.prod(dims)) * t.dtype.size
+    return total
 
 
 def rewrite(
@@ -31,6 +113,7 @@ def rewrite(
     sources: Sequence[tf.Tensor],
     targets: Sequence[tf.Tensor],
     layer_of: Callable[[str], str | None] = lambda name: None,
+    rule_set: str = registry.DEFAULT_RULES,
 ) -> RewriteReport:
     """Install rules on ``ops`` (topologically ordered) for explaining ``targets`` by ``sources``.
 
@@ -39,13 +122,16 @@ def rewrite(
     """
     report = RewriteReport()
     problems: dict[str, list[tuple[tf.Operation, str]]] = defaultdict(list)
-    _rewrite_graph(ops, sources, targets, report, problems)
+    _rewrite_graph(ops, sources, targets, report, problems, rule_set)
     if problems:
-        raise UnsupportedOpError(_describe(problems, layer_of))
+        raise UnsupportedOpError(
+            OpProblem(op_type, len(found), found[0][0].name, layer_of(found[0][0].name), found[0][1])
+            for op_type, found in problems.items()
+        )
     return report
 
 
-def _rewrite_graph(ops, sources, targets, report: RewriteReport, problems) -> None:
+def _rewrite_graph(ops, sources, targets, report: RewriteReport, problems, rule_set: str) -> None:
     """Plan every op of one graph on the path from ``sources`` to ``targets``; recurse into loop bodies."""
     varying = varying_tensors(ops, sources)
     reaching = reaching_tensors(ops, targets)
@@ -53,29 +139,32 @@ def _rewrite_graph(ops, sources, targets, report: RewriteReport, problems) -> No
         flags = tuple(t.ref() in varying for t in op.inputs)
         if not any(flags) or not any(t.ref() in reaching for t in op.outputs):
             continue
-        if op.type in registry.STRUCTURAL_OPS:
+        if op.type in registry.NOT_DIFFERENTIABLE:
             continue
-        rule = registry.lookup(op.type)
+        rule = registry.lookup(op.type, rule_set)
         if rule is None:
             problems[op.type].append((op, "no rule is registered"))
             continue
-        decision = rule.plan(op, flags)
+        decision = rule.decide(op, flags)
         if isinstance(decision, registry.Refusal):
             problems[op.type].append((op, decision.reason))
             continue
+        nested = (report, problems, rule_set)
         if op.type in WHILE_OPS:
-            _rewrite_loop_body(op, flags, reaching, report, problems)
+            _rewrite_loop_body(op, flags, reaching, *nested)
         elif op.type in BRANCH_OPS:
-            _rewrite_branches(op, flags, reaching, report, problems)
+            _rewrite_branches(op, flags, reaching, *nested)
         elif op.type in CALL_OPS:
-            _rewrite_called_function(op, flags, reaching, report, problems)
-        if decision is not registry.KEEP:
+            _rewrite_called_function(op, flags, reaching, *nested)
+        if isinstance(decision, registry.Override):
             mark_varying(op, flags)
-            _tf_private.override_gradient(op, decision)
+            _tf_private.override_gradient(op, decision.gradient)
+            if rule.xla_inexact:
+                report.xla_inexact[op.type] = rule.xla_inexact
         report.used[(rule.family, op.type)] += 1
 
 
-def _rewrite_loop_body(op, flags, reaching, report, problems) -> None:
+def _rewrite_loop_body(op, flags, reaching, report, problems, rule_set) -> None:
     """Rules inside a While body see the paired batch just as top-level ops do."""
     bodies = _tf_private.while_body_and_cond(op)
     if bodies is None:
@@ -95,10 +184,11 @@ def _rewrite_loop_body(op, flags, reaching, report, problems) -> None:
         [body.outputs[j] for j in sorted(reached)],
         report,
         problems,
+        rule_set,
     )
 
 
-def _rewrite_branches(op, flags, reaching, report, problems) -> None:
+def _rewrite_branches(op, flags, reaching, report, problems, rule_set) -> None:
     """Rules inside each branch of an If or Case (whose branch index does not vary)."""
     branches = _tf_private.branch_graphs(op)
     if branches is None:
@@ -113,6 +203,7 @@ def _rewrite_branches(op, flags, reaching, report, problems) -> None:
             [branch.outputs[j] for j in reached],
             report,
             problems,
+            rule_set,
         )
 
 
@@ -129,7 +220,7 @@ def called_copy(op: tf.Operation):
     return _copies_by_key[_tf_private.get_string_attr(op, COPY_ATTR)]
 
 
-def _rewrite_called_function(op, flags, reaching, report, problems) -> None:
+def _rewrite_called_function(op, flags, reaching, report, problems, rule_set) -> None:
     """Rules inside a private copy of a nested ``tf.function``: its own graph is shared with other callers."""
     copy = _tf_private.called_function_copy(op)
     _copies_kept.setdefault(op.graph, []).append(copy)
@@ -141,22 +232,8 @@ def _rewrite_called_function(op, flags, reaching, report, problems) -> None:
         [copy.outputs[j] for j, t in enumerate(op.outputs) if t.ref() in reaching],
         report,
         problems,
+        rule_set,
     )
-
-
-def _describe(problems: dict[str, list[tuple[tf.Operation, str]]], layer_of) -> str:
-    lines = [
-        f"tfshap has no exact rule for {len(problems)} op type(s) on the path from the explained "
-        "inputs to the output (nothing was run, and nothing falls back to the plain gradient):"
-    ]
-    for op_type, found in sorted(problems.items()):
-        op, reason = found[0]
-        layer = layer_of(op.name)
-        where = f" in layer {layer!r}" if layer else ""
-        count = f"{len(found)} op" + ("s" if len(found) != 1 else "")
-        lines.append(f"  - {op_type}: {count}, e.g. {op.name!r}{where}: {reason}")
-    lines.append(registry.HOW_TO_REGISTER)
-    return "\n".join(lines)
 
 
 def layer_lookup(layer_names: Iterable[str]) -> Callable[[str], str | None]:

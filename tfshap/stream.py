@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from .attributions import Attributions
+from .validate import as_arrays
 
 #: Rows explained per call are capped so that one block's values take at most this many bytes.
 BLOCK_BYTES = 64 << 20
@@ -106,13 +107,17 @@ def block_rows(n_outputs: int, row_shapes: list[tuple]) -> int:
     return int(np.clip(BLOCK_BYTES // max(row_bytes, 1), 1, MAX_BLOCK_ROWS))
 
 
-def blocks(x, rows: int):
-    """``(total rows or None, iterator of blocks)``; a block is an array or a list of arrays, as ``explain`` takes."""
+def blocks(x, rows_for):
+    """``(total rows or None, iterator of blocks)``; a block is an array or a list of arrays, as ``explain`` takes.
+
+    ``rows_for(row_shapes)`` gives the rows per block for rows of those shapes (those of the data).
+    """
     if isinstance(x, tf.data.Dataset):  # its batches are the blocks; the row count is unknown until the end
         return None, (_numpy(batch) for batch in x)
     arrays = list(x) if isinstance(x, (list, tuple)) else [x]
     if not all(hasattr(a, "shape") and len(a.shape) >= 1 for a in arrays):
         return None, iter([x])  # explain() says what was expected
+    rows = rows_for([tuple(a.shape[1:]) for a in arrays])
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"x: the arrays must have the same number of rows; got {[len(a) for a in arrays]}")
@@ -144,19 +149,27 @@ def output_paths(path, n_inputs: int) -> list[Path]:
     return out
 
 
-def explain_to(explainer, path, x, *, ranked_outputs=None, output_rank_order="max", check_additivity=True, progress=None) -> Attributions:
+def explain_to(explainer, path, x, *, references=None, ranked_outputs=None, output_rank_order="max",
+               check_additivity=True, progress=None, **options) -> Attributions:
     """Explain ``x`` a block at a time, appending the values to ``path``; values come back memory-mapped."""
-    specs = explainer.traced.input_specs
+    specs = explainer.input_specs
     paths = output_paths(path, len(specs))
     k = ranked_outputs if isinstance(ranked_outputs, (int, np.integer)) and ranked_outputs > 0 else explainer.n_outputs
-    rows = block_rows(int(k), [tuple(s.shape[1:]) for s in specs])
-    total, stream = blocks(x, rows)
-    writers, outputs, indices, bases, error = None, [], [], [], 0.0
+    total, stream = blocks(x, lambda row_shapes: block_rows(int(k), row_shapes))
+    if references is not None and total is None:
+        raise ValueError("references= needs x as arrays (its rows are matched by index); with a tf.data.Dataset, "
+                         "compile with a background function instead")
+    writers, outputs, indices, bases, error, start = None, [], [], [], 0.0, 0
     enabled = sys.stderr.isatty() if progress is None else bool(progress)
     try:
         with Progress(total, enabled=enabled) as bar:
             for block in stream:
-                part = explainer.explain(block, ranked_outputs=ranked_outputs, output_rank_order=output_rank_order)
+                arrays = as_arrays(block, specs, "x", allow_integer=explainer.traced.attributed_layer is not None,
+                                   first_row=start)  # bad rows are named by their index in x
+                if references is not None:
+                    options["references"] = _rows(references, start, len(arrays[0]))
+                part = explainer.explain(block, ranked_outputs=ranked_outputs, output_rank_order=output_rank_order,
+                                         **options)
                 if check_additivity:
                     explainer.check_additivity(part)
                 values = part.values if isinstance(part.values, list) else [part.values]
@@ -169,6 +182,7 @@ def explain_to(explainer, path, x, *, ranked_outputs=None, output_rank_order="ma
                 if part.output_indices is not None:
                     indices.append(part.output_indices)
                 error = max(error, part.additivity_error)
+                start += len(arrays[0])
                 bar.update(writers[0].rows)
     finally:
         for writer in writers or []:
@@ -176,11 +190,19 @@ def explain_to(explainer, path, x, *, ranked_outputs=None, output_rank_order="ma
     if writers is None:
         raise ValueError("x is empty: expected at least one row to explain")
     mapped = [np.load(p, mmap_mode="r") for p in paths]
+    shared_base = ranked_outputs is None and np.ndim(bases[0]) == 1
     return Attributions(
         values=mapped if len(mapped) > 1 else mapped[0],
-        base_values=bases[0] if ranked_outputs is None else np.concatenate(bases),
+        base_values=bases[0] if shared_base else np.concatenate(bases),
         outputs=np.concatenate(outputs),
         additivity_error=error,
         data=x if isinstance(x, np.ndarray) else None,
         output_indices=np.concatenate(indices) if indices else None,
     )
+
+
+def _rows(references, start: int, count: int):
+    """Rows ``start:start + count`` of per-sample references (an array or a list of them)."""
+    if isinstance(references, (list, tuple)):
+        return [np.asarray(r[start : start + count]) for r in references]
+    return np.asarray(references[start : start + count])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,9 @@ class Traced:
     ``call(inputs)`` takes one tensor per model input and returns ``(y, attributed)``:
     ``y`` is ``(batch, n_outputs)``; ``attributed`` is the list of tensors to attribute to
     (a layer's output for ``inputs=``) or None for the model inputs themselves.
+    ``call_eagerly(inputs)`` is ``y`` from Keras's own eager inference, and
+    ``float64_outputs(arrays)`` the same function run by a float64 copy of the model (None
+    where no such copy can be built).
     """
 
     call: Callable[[list[tf.Tensor]], tuple[tf.Tensor, list[tf.Tensor] | None]]
@@ -28,6 +31,18 @@ class Traced:
     layer_names: list[str]
     keras: str
     attributed_layer: str | None = None
+    call_eagerly: Callable[[list[tf.Tensor]], tf.Tensor] | None = None
+    model: object = field(default=None, repr=False)
+    rebuild: Callable | None = field(default=None, repr=False)
+    _float64: object = field(default=None, repr=False)
+
+    def float64_outputs(self, arrays: Sequence[np.ndarray]) -> np.ndarray | None:
+        """``y`` computed by a float64 copy of the model (built once), or None where it cannot be built."""
+        if self._float64 is None:
+            self._float64 = _float64_copy(self) or False
+        if self._float64 is False:
+            return None
+        return np.asarray(self._float64.call_eagerly([tf.convert_to_tensor(a) for a in arrays]), np.float64)
 
 
 def _flavour(obj) -> str | None:
@@ -158,25 +173,99 @@ def _layer(model, name: str, what: str):
 
 def flatten_outputs(outputs) -> tf.Tensor:
     """Concatenate every output, each flattened to ``(batch, -1)``."""
-    flat = [tf.reshape(o, [tf.shape(o)[0], -1]) for o in tf.nest.flatten(outputs)]
+    flat = [tf.reshape(o, [-1, int(np.prod(o.shape[1:]))] if o.shape[1:].is_fully_defined() else
+                       [tf.shape(o)[0], -1]) for o in tf.nest.flatten(outputs)]
     flat = [tf.cast(o, flat[0].dtype) for o in flat]
     return flat[0] if len(flat) == 1 else tf.concat(flat, axis=1)
 
 
+#: ``output=LOGITS`` explains the pre-activation of the model's final layer(s).
+LOGITS = "logits"
+
+
+def _is_activation_layer(layer) -> bool:
+    """A layer whose whole computation is an activation (Activation, Softmax, ReLU, ...): its input is the logits."""
+    return type(layer).__name__ in {"Activation", "Softmax", "ReLU", "LeakyReLU", "ELU", "PReLU", "ThresholdedReLU"}
+
+
+def _output_layers(model) -> list:
+    """The layers whose outputs are the model's outputs, in output order."""
+    outputs = tf.nest.flatten(model.outputs)
+    found = []
+    for t in outputs:
+        layer = next((layer for layer in reversed(model.layers) if _produces(layer, t)), None)
+        if layer is None:
+            raise ValueError("output='logits' could not find the layer that computes the model's output")
+        found.append(layer)
+    return found
+
+
+def _produces(layer, tensor) -> bool:
+    try:
+        return any(o is tensor for o in tf.nest.flatten(layer.output))
+    except (AttributeError, ValueError, RuntimeError):
+        return False
+
+
+def _logits(model, Model, flavour: str):
+    """``(explained model, layers whose activation is switched off while tracing)`` for ``output='logits'``."""
+    if _symbolic_inputs(model) is None:
+        raise ValueError("output='logits' needs a functional or Sequential model built with an Input; "
+                         "this model has no symbolic inputs (subclassed?)")
+    outputs, switched = [], []
+    for layer, out in zip(_output_layers(model), tf.nest.flatten(model.outputs)):
+        if _is_activation_layer(layer):
+            outputs.append(layer.input)  # the logits go into the activation layer
+        elif getattr(layer, "activation", None) is not None and not hasattr(layer, "cell"):
+            outputs.append(out)
+            switched.append(layer)  # Dense(..., activation="softmax"): computed without its activation
+        elif hasattr(layer, "cell"):
+            raise ValueError(f"output='logits': the final layer {layer.name!r} is recurrent, whose output has no "
+                             "pre-activation to explain; expected a final Dense-like or activation layer")
+        else:
+            outputs.append(out)  # no activation: the output already is the logits
+    return Model(_symbolic_inputs(model), outputs if len(outputs) > 1 else outputs[0]), switched
+
+
+class _WithoutActivation:
+    """Within the block, ``layer.activation`` of each layer is the identity (restored afterwards)."""
+
+    def __init__(self, layers, identity):
+        self.layers, self.identity, self.saved = layers, identity, []
+
+    def __enter__(self):
+        for layer in self.layers:
+            self.saved.append((layer, layer.activation))
+            layer.activation = self.identity
+
+    def __exit__(self, *exc):
+        for layer, activation in reversed(self.saved):
+            layer.activation = activation
+        self.saved = []
+
+
 def trace(model, background=None, *, output: str | None = None, inputs: str | None = None) -> Traced:
-    """Resolve ``model`` and describe the function to explain."""
+    """Resolve ``model`` and describe the function to explain.
+
+    ``output``: None (the model's outputs), ``"logits"`` (the pre-activation of the model's
+    final layer, whatever its activation) or a layer name (that layer's output).
+    ``inputs``: None (the model inputs) or a layer name whose output is attributed to.
+    """
     model = resolve_model(model)
     flavour = _flavour(model)
     specs = _specs(model, background)
     symbolic = _symbolic_inputs(model)
     if (output is not None or inputs is not None) and symbolic is None:
         raise ValueError(
-            "output= and inputs= take a layer name of a functional or Sequential model built with "
-            "an Input; this model has no symbolic inputs (subclassed?)"
+            "output= and inputs= need a functional or Sequential model built with an Input; "
+            "this model has no symbolic inputs (subclassed?)"
         )
-    Model = _keras_module(flavour).Model
-    explained = model
-    if output is not None:
+    K = _keras_module(flavour)
+    Model = K.Model
+    explained, switched = model, []
+    if output == LOGITS and LOGITS not in {layer.name for layer in model.layers}:
+        explained, switched = _logits(model, Model, flavour)
+    elif output is not None:
         explained = Model(symbolic, _layer(model, output, "output").output)
     attributed_layer = None
     if inputs is not None:
@@ -184,20 +273,26 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
         explained = Model(symbolic, [attributed_layer.output, *tf.nest.flatten(explained.outputs)])
 
     layers = all_layers(model)
-
     structure = _input_structure(explained)
+    without_activation = _WithoutActivation(switched, K.activations.linear)
 
-    def call(tensors: list[tf.Tensor]):
+    def run(tensors: list[tf.Tensor]):
         if structure is not None:
             args = tf.nest.pack_sequence_as(structure, list(tensors))
         else:
             args = tensors[0] if len(tensors) == 1 else list(tensors)
-        with _tf_private.standard_rnn_cells(layers):
-            out = explained(args, training=False)
+        with _tf_private.standard_rnn_cells(layers), without_activation:
+            return explained(args, training=False)
+
+    def call(tensors: list[tf.Tensor]):
+        out = run(tensors)
         if attributed_layer is None:
             return flatten_outputs(out), None
         out = tf.nest.flatten(out)
         return flatten_outputs(out[1:]), [out[0]]
+
+    def call_eagerly(tensors: list[tf.Tensor]) -> tf.Tensor:
+        return call(tensors)[0]
 
     return Traced(
         call=call,
@@ -205,7 +300,37 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
         layer_names=[layer.name for layer in layers],
         keras=flavour,
         attributed_layer=None if attributed_layer is None else attributed_layer.name,
+        call_eagerly=call_eagerly,
+        model=model,
+        rebuild=lambda copy: trace(copy, background, output=output, inputs=inputs),
     )
 
 
-__all__ = ["Traced", "trace", "load_model", "resolve_model", "flatten_outputs", "CompileError"]
+def _float64_copy(traced: Traced) -> Traced | None:
+    """The explained function of a float64 copy of the model (same weights), or None where Keras cannot copy it."""
+    try:
+        return traced.rebuild(float64_clone(traced.model))
+    except Exception:  # noqa: BLE001 - any model Keras cannot rebuild from its config: the noise stays unmeasured
+        return None
+
+
+def float64_clone(model):
+    """A copy of a functional or Sequential Keras model computing in float64, with the same weights."""
+    K = _keras_module(_flavour(model))
+    if _symbolic_inputs(model) is None:
+        raise ValueError("only functional and Sequential models can be copied from their configuration")
+
+    def clone_layer(layer):
+        if isinstance(layer, K.Model) and _symbolic_inputs(layer) is not None:
+            return K.models.clone_model(layer, clone_function=clone_layer)
+        config = layer.get_config()
+        config["dtype"] = "float64"
+        return type(layer).from_config(config)
+
+    copy = K.models.clone_model(model, clone_function=clone_layer)
+    weights = model.get_weights()
+    copy.set_weights([w.astype(np.float64) if np.issubdtype(w.dtype, np.floating) else w for w in weights])
+    return copy
+
+
+__all__ = ["Traced", "trace", "load_model", "resolve_model", "flatten_outputs", "CompileError", "LOGITS"]

@@ -25,13 +25,8 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow: shap.DeepExplainer needs a tf.keras (= tf_keras) model
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import sys  # noqa: E402
-
-# Running ``python tools/bench.py`` puts tools/ first on sys.path, where coverage.py would
-# shadow the ``coverage`` package that numba (imported by shap) looks for.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse  # noqa: E402
+import sys  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -193,7 +188,7 @@ def _compiled(compile_explainer, samples, refusable: bool = False):
     try:
         explainer = compile_explainer()
     except tfshap.UnsupportedOpError as error:
-        return None, f"not supported: {str(error).splitlines()[1].strip()}", None, None
+        return None, f"not supported: {error.problems[0].describe()}", None, None
     except ValueError as error:
         if not refusable:
             raise

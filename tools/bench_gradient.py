@@ -27,20 +27,7 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _load_sibling(name: str):
-    """A module of tools/ by path: tools/ itself stays off sys.path (its coverage.py would shadow
-    the ``coverage`` package that numba, imported by shap, looks for)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"tfshap_tools_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_bench = _load_sibling("bench")  # its import drops tools/ from sys.path
-cpu_model, timed = _bench.cpu_model, _bench.timed
+from bench import cpu_model, timed  # noqa: E402  (tools/ is on sys.path when run as a script)
 
 N_BACKGROUND = 100
 

@@ -6,6 +6,8 @@ import contextlib
 
 import numpy as np
 
+from tfshap.testing import floatx  # noqa: F401  (re-exported for the tests)
+
 KERASES = ["tf_keras", "keras3"]
 
 
@@ -33,26 +35,6 @@ def global_policy(K, name: str):
         yield K
     finally:
         K.mixed_precision.set_global_policy(None if K.__name__ == "tf_keras" else before)
-
-
-@contextlib.contextmanager
-def floatx(K, dtype: str):
-    """Build models in ``dtype`` within the block; restore floatx afterwards.
-
-    Keras 3 caches its global dtype policy the first time it is read, after which
-    ``set_floatx`` no longer changes the dtype of new layers: set the policy too.
-    """
-    before = K.backend.floatx()
-    policy = K.config.dtype_policy() if hasattr(K, "config") and hasattr(K.config, "set_dtype_policy") else None
-    K.backend.set_floatx(dtype)
-    if policy is not None:
-        K.config.set_dtype_policy(dtype)
-    try:
-        yield K
-    finally:
-        K.backend.set_floatx(before)
-        if policy is not None:
-            K.config.set_dtype_policy(policy)
 
 
 def totals(values) -> np.ndarray:

@@ -212,6 +212,10 @@ def _gather_nd(x):
 case("Gather", "rows within halves", _gather_rows, A(3), rowwise=False)
 case("GatherV2", "axis 1", lambda x: tf.gather(x, [2, 0, 1, 1], axis=1), A(3))
 case("GatherV2", "batch_dims 1", lambda x: tf.gather(x, tf.zeros([N * 2, 2], tf.int32) + [1, 2], axis=1, batch_dims=1), A(3, 2))
+# a dilated convolution: SpaceToBatchND → Conv2D → BatchToSpaceND, linear in the data
+case("SpaceToBatchND", "atrous conv rate 2", lambda x: tf.nn.atrous_conv2d(x, const(x, [3, 3, 2, 3], 40), 2, "SAME"), A(6, 6, 2))
+case("BatchToSpaceND", "atrous conv rate 3 valid",
+     lambda x: tf.nn.atrous_conv2d(x, const(x, [2, 2, 2, 2], 41), 3, "VALID"), A(7, 7, 2))
 case("GatherNd", "row and column", _gather_nd, A(4, 2))
 case("Split", "two", lambda x: tf.split(x, 2, axis=1), A(4))
 case("SplitV", "1 and 3", lambda x: tf.split(x, [1, 3], axis=1), A(4))
@@ -249,7 +253,7 @@ case("LogicalAnd", "two masks", lambda x, y: tf.where(tf.logical_and(x > 0, y > 
 case("LogicalOr", "two masks", lambda x, y: tf.where(tf.logical_or(x > 0, y > 0), x * y, y), P(4), P(4))
 case("Any", "per row", lambda x: x * tf.cast(tf.reduce_any(x > 0, -1, keepdims=True), x.dtype), P(3, 2))
 case("All", "per row", lambda x: x * tf.cast(tf.reduce_all(x > -1, -1, keepdims=True), x.dtype), P(3, 2))
-case("Cast", "mask to float", lambda x: tf.tanh(x) * tf.cast(tf.not_equal(x, 0.0), x.dtype), P(4))
+case("Cast", "mask to float", lambda x: tf.tanh(x) * tf.cast(tf.not_equal(x, 0.0), x.dtype), P(4), expect="tfshap")
 case("Select", "varying condition", lambda x: tf.raw_ops.Select(condition=x > 0, x=tf.exp(x), y=x), P(3), expect="tfshap")
 case("SelectV2", "varying condition, broadcast branch", lambda x: tf.where(x > 0, x, const(x, [4], 11)), P(4), expect="tfshap")
 # the condition switches between the halves: Δy goes through one branch
@@ -646,3 +650,13 @@ case("TopKV2", "k 1 rank 3", lambda x: tf.math.top_k(x, 1).values, A(2, 5, domai
 refused("TopKV2 k 2", lambda x: tf.math.top_k(x, 2).values, [A(4)], ["TopKV2"], "order statistics")
 refused("sort", lambda x: tf.sort(x, axis=-1), [A(4)], ["TopKV2"], "order statistics")
 refused("TopKV2 over the batch axis", lambda x: tf.math.top_k(x, 1).values, [A()], ["TopKV2"], "batch axis")
+refused(
+    "SpaceToBatchND around a nonlinearity",
+    lambda x: tf.batch_to_space(tf.nn.relu(tf.space_to_batch(x, [2, 2], [[0, 0], [0, 0]])), [2, 2], [[0, 0], [0, 0]]),
+    [A(4, 4, 1)],
+    ["SpaceToBatchND"],
+    "interleaves samples and references",
+)
+refused("GatherV2 indices computed from the inputs",
+        lambda x: tf.gather(x, tf.cast(tf.abs(x[:, 0]) * 0, tf.int32), axis=1, batch_dims=1), [A(3)], ["GatherV2"],
+        "indices are computed from the explained inputs")

@@ -105,7 +105,7 @@ def compiled(case_id: str, dtype: str) -> Compiled:
                 OpRecord(
                     op.name,
                     flags,
-                    registry.lookup(op.type).plan(op, flags),
+                    registry.lookup(op.type).decide(op, flags),
                     _tf_private.get_string_attr(op, _tf_private.GRADIENT_OP_TYPE_ATTR),
                     _tf_private.get_string_attr(op, VARYING_ATTR),
                 )
@@ -188,8 +188,9 @@ def test_the_rule_fired(case):
             assert rec.gradient_op_type is None or not rec.gradient_op_type.startswith("tfshap/"), rec
             assert rec.varying_attr is None, rec
         else:
-            assert isinstance(rec.plan, str) and rec.plan.startswith("tfshap/"), f"{rec.name}: plan gave {rec.plan!r}"
-            assert rec.gradient_op_type == rec.plan, rec
+            assert isinstance(rec.plan, registry.Override) and rec.plan.gradient.startswith("tfshap/"), \
+                f"{rec.name}: plan gave {rec.plan!r}"
+            assert rec.gradient_op_type == rec.plan.gradient, rec
             assert rec.varying_attr == "".join("1" if f else "0" for f in rec.flags), rec
 
 

@@ -1,4 +1,4 @@
-"""The layer coverage table's claims are tests: every row of tools/coverage_results.json holds.
+"""The layer coverage table's claims are tests: every row of tools/layer_coverage.json holds.
 
 Supported rows are built side by side, one model per group of rows sharing their inputs,
 with one output, the sum of the rows' heads, compiled and explained once: it must sum to
@@ -18,11 +18,10 @@ import pytest
 
 import tfshap
 
-_PATH = Path(__file__).resolve().parents[1] / "tools" / "coverage.py"
+_PATH = Path(__file__).resolve().parents[1] / "tools" / "layer_coverage.py"
 
 
 def _load_tool():
-    # Loaded by path under its own name: "coverage" is the coverage package's name.
     spec = importlib.util.spec_from_file_location("tfshap_tools_coverage", _PATH)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -69,12 +68,12 @@ def _gap(keras_name: str, row: str) -> float:
 def test_the_readme_table_is_what_the_results_render_to():
     text = cov.README.read_text(encoding="utf-8")
     assert cov.BEGIN in text and cov.END in text
-    assert cov.updated_readme(text, cov.render(RESULTS)) == text, "run python tools/coverage.py --write"
+    assert cov.updated_readme(text, cov.render(RESULTS)) == text, "run python tools/layer_coverage.py --write"
 
 
 @pytest.mark.parametrize("keras_name", cov.KERASES)
 def test_the_results_have_a_row_for_every_layer_class(keras_name):
-    assert set(RESULTS[keras_name]) == set(ROWS[keras_name]), "run python tools/coverage.py --write"
+    assert set(RESULTS[keras_name]) == set(ROWS[keras_name]), "run python tools/layer_coverage.py --write"
     for row, spec in ROWS[keras_name].items():
         if isinstance(spec, str):
             assert RESULTS[keras_name][row] == {"status": cov.NOT_APPLICABLE_STATUS, "reason": spec}
@@ -103,4 +102,4 @@ def test_error_rows_raise_the_error_they_name(keras_name, row):
         return
     with pytest.raises(tfshap.UnsupportedOpError) as error:
         cov.explain_rows(K, {row: ROWS[keras_name][row]})
-    assert cov.unsupported_op_types(str(error.value)) == claim["ops"]
+    assert error.value.op_types == claim["ops"]
