@@ -144,7 +144,7 @@ class MaskMismatchError(ValueError):
         return (type(self), (self.op_name, self.layer))
 
 
-def from_run_time_error(error: tf.errors.InvalidArgumentError, layer_of) -> Exception:
+def from_run_time_error(error: Exception, layer_of) -> Exception:
     """The user-facing error for an ``InvalidArgumentError`` raised while explaining.
 
     A failed mask check (its message holds :data:`MISMATCH_MARKER` and the op's name)
