@@ -30,11 +30,6 @@ ALPHABET = "ACGT"
 # Symbols of the shuffle's graph: the four bases and N (an all-zero row).
 _SYMBOLS = 5
 _N = 4
-# Edge sort keys: the source symbol in the high bits, a random 40-bit key below, and the key
-# of the edge that must leave its symbol last above every random one.
-_RANDOM_BITS = 40
-_LAST = 1 << (_RANDOM_BITS + 1)
-_SOURCE_SHIFT = _RANDOM_BITS + 2
 # Sequences shuffled together: a block's int64 keys stay near 64 MiB.
 _BLOCK_ELEMENTS = 1 << 23
 
@@ -172,50 +167,66 @@ def _last_exit_trees(counts: np.ndarray, roots: np.ndarray, uniforms: np.ndarray
     return np.take_along_axis(trees, chosen[..., None], axis=1)
 
 
+def _pair_counts_and_firsts(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(B, 5, 5)`` counts of each pair ``(src, dst)``, and ``(B, 25)`` each pair's first edge (``edges`` if none)."""
+    count, edges = src.shape
+    pair = (src * _SYMBOLS + dst).astype(np.intp)
+    hits = pair[..., None] == np.arange(_SYMBOLS * _SYMBOLS)  # (B, edges, 25)
+    counts = hits.sum(axis=1).reshape(count, _SYMBOLS, _SYMBOLS)
+    firsts = np.where(hits.any(axis=1), hits.argmax(axis=1), edges)
+    return counts, firsts
+
+
+def _walk(targets: np.ndarray, starts: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """``(R, edges + 1)`` symbols of the Eulerian paths: from ``first``, each symbol's next pair in ``targets`` order.
+
+    ``targets`` ``(R, edges)`` are the pairs' second symbols grouped by first symbol in the
+    order they are to be taken, ``starts`` ``(R, 5)`` where each group begins.
+    """
+    rows, edges = targets.shape
+    flat = targets.ravel()
+    cursor = (starts + (np.arange(rows, dtype=np.intp) * edges)[:, None]).ravel()  # next pair, per (row, symbol)
+    base = np.arange(rows, dtype=np.intp) * _SYMBOLS
+    out = np.empty((edges + 1, rows), targets.dtype)  # position-major: each step writes one contiguous row
+    out[0] = first
+    slot, index = np.empty(rows, np.intp), np.empty(rows, np.intp)
+    for i in range(1, edges + 1):
+        np.add(base, out[i - 1], out=slot)
+        np.take(cursor, slot, out=index)
+        np.take(flat, index, out=out[i])
+        index += 1
+        cursor[slot] = index
+    return out.T
+
+
 def _shuffle_block(tokens: np.ndarray, n: int, base: int) -> np.ndarray:
     """``(B, n, L)`` symbols: ``n`` uniform dinucleotide shuffles of each row of ``tokens`` ``(B, L)``."""
     count, length = tokens.shape
     if length < 3:  # one path only
         return np.repeat(tokens[:, None, :], n, axis=1)
-    src, dst = tokens[:, :-1], tokens[:, 1:]
+    src, dst = tokens[:, :-1].astype(np.int8), tokens[:, 1:].astype(np.int8)
     edges = length - 1
-    b = np.arange(count)
-    pair = src * _SYMBOLS + dst
-    counts = np.zeros((count, _SYMBOLS * _SYMBOLS), np.int64)
-    np.add.at(counts, (np.repeat(b, edges), pair.ravel()), 1)
-    counts = counts.reshape(count, _SYMBOLS, _SYMBOLS)
+    counts, firsts = _pair_counts_and_firsts(src, dst)
     # Self-pairs never leave a symbol, so they cannot be its last exit.
-    exits = counts * (1 - np.eye(_SYMBOLS, dtype=np.int64))
+    exits = counts * (1 - np.eye(_SYMBOLS, dtype=counts.dtype))
     rngs = [_sequence_rng(base, row) for row in tokens]
-    uniforms = np.stack([g.random(n) for g in rngs])
-    keys = np.stack([g.integers(0, 1 << _RANDOM_BITS, size=(n, edges)) for g in rngs])  # (B, n, edges)
-    keys |= (src << _SOURCE_SHIFT)[:, None, :]
+    uniforms = np.stack([g.random(n) for g in rngs])  # (B, n)
+    ranks = np.tile(np.arange(edges, dtype=np.intp), (n, 1))
+    order = np.stack([g.permuted(ranks, axis=1) for g in rngs])  # (B, n, edges): a uniform order of the pairs
     # Each symbol but the last leaves for the last time along its tree edge: one pair (v, parent[v])
-    # sorts last among v's pairs (which copy does not matter; copies are the same pair).
+    # goes last among v's pairs (which copy does not matter; copies are the same pair).
     parent = _last_exit_trees(exits, tokens[:, -1], uniforms)  # (B, n, 5)
-    first = np.full((count, _SYMBOLS * _SYMBOLS), edges, np.int64)  # the first edge of each pair; `edges` if none
-    np.minimum.at(first, (np.repeat(b, edges), pair.ravel()), np.tile(np.arange(edges), count))
-    last_pair = np.arange(_SYMBOLS) * _SYMBOLS + parent  # (B, n, 5)
-    last_edge = np.take_along_axis(first[:, None, :], last_pair, axis=-1)  # `edges` for absent symbols
+    last_edge = np.take_along_axis(firsts[:, None, :], np.arange(_SYMBOLS) * _SYMBOLS + parent, axis=-1)
     last_edge[parent == np.arange(_SYMBOLS)] = edges  # the root has no last exit (its self-pairs are ordinary)
-    padded = np.concatenate([keys, np.zeros((count, n, 1), np.int64)], axis=-1)
-    np.put_along_axis(padded, last_edge, (np.arange(_SYMBOLS) << _SOURCE_SHIFT) | _LAST, axis=-1)
-    order = np.argsort(padded[..., :edges], axis=-1)
-    targets = np.take_along_axis(dst[:, None, :], order, axis=-1).reshape(count * n, edges)
-    # Walk the Eulerian path: from each symbol, take its next pair in the shuffled order.
-    starts = np.concatenate([np.zeros((count, 1), np.int64), np.cumsum(counts.sum(-1), -1)[:, :-1]], -1)
-    cursor = (np.repeat(starts, n, axis=0) + (np.arange(count * n) * edges)[:, None]).ravel()  # flat, per (row, v)
-    rows = np.arange(count * n) * _SYMBOLS
-    flat = targets.ravel()
-    out = np.empty((count * n, length), np.int64)
-    current = np.repeat(tokens[:, 0], n)
-    out[:, 0] = current
-    for i in range(1, length):
-        slot = rows + current
-        current = flat[cursor[slot]]
-        cursor[slot] += 1
-        out[:, i] = current
-    return out.reshape(count, n, length)
+    is_last = np.zeros((count, n, edges + 1), np.int8)
+    np.put_along_axis(is_last, last_edge, 1, axis=-1)
+    group = 2 * src[:, None, :] + is_last[..., :edges]  # (B, n, edges) int8: by first symbol, the last exit after
+    # A stable sort by group keeps the random order inside each group (int8 keys: a radix sort).
+    order = np.take_along_axis(order, np.argsort(np.take_along_axis(group, order, -1), axis=-1, kind="stable"), -1)
+    targets = np.take_along_axis(np.broadcast_to(dst[:, None, :], order.shape), order, axis=-1)
+    starts = np.concatenate([np.zeros((count, 1), np.intp), np.cumsum(counts.sum(-1), -1)[:, :-1]], -1)
+    walked = _walk(targets.reshape(count * n, edges), np.repeat(starts, n, axis=0), np.repeat(src[:, 0], n))
+    return walked.reshape(count, n, length)
 
 
 def dinuc_shuffle(onehot, n: int, *, seed=None) -> np.ndarray:
@@ -229,8 +240,10 @@ def dinuc_shuffle(onehot, n: int, *, seed=None) -> np.ndarray:
     loop over positions, vectorised over all sequences and shuffles.
 
     An all-zero row (``N`` or padding) is a fifth symbol and is shuffled with the bases, so
-    the counts of pairs with ``N`` are kept too. Because of that, padding at the start and at
-    the end of a sequence stays where it is, and a single run of ``N`` stays one run.
+    the counts of pairs with ``N`` are kept too (as deeplift's shuffle does). Because of that, a
+    run of ``N`` at one end of a sequence with no other ``N`` stays where it is, and a single run
+    stays one run; padding at both ends can trade length between the ends, so shuffle the
+    unpadded part when the padding must stay put.
 
     The shuffles of a sequence depend only on the sequence, ``n`` and ``seed``: the same
     sequence gives the same shuffles alone, in any batch and at any position in it.
