@@ -205,6 +205,20 @@ def test_reference_function_in_shaps_form(batch):
     assert second[0].shape == (3, 2) and second[1].shape == (3, 60, 4)
 
 
+def test_reference_function_batched_equals_the_per_sample_calls(batch):
+    references = shuffled_references(4, seed=2, sequence_input=1)
+    other = np.arange(14, dtype=np.float32).reshape(7, 2)
+
+    together = references.batched([other, batch])
+
+    apart = [references([other[i], batch[i]]) for i in range(7)]
+    assert together[0].shape == (7, 4, 2) and together[1].shape == (7, 4, 60, 4)
+    for j in (0, 1):
+        np.testing.assert_array_equal(together[j], np.stack([sample[j] for sample in apart]))
+    np.testing.assert_array_equal(shuffled_references(4, seed=2).batched(batch), together[1])
+    assert tfshap.sequence.shuffled_references is shuffled_references  # import tfshap is enough
+
+
 def test_reference_function_bad_input():
     with pytest.raises(ValueError, match=r"positive integer; got 0"):
         shuffled_references(0)

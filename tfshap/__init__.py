@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import plots
+from . import plots, sequence
 from . import rewrite_rules as _rules  # noqa: F401  (registers every rule once, at import)
 from .attributions import Attributions
 from .errors import AdditivityError, CompileError, MaskMismatchError, UnsupportedOpError
@@ -35,4 +35,5 @@ __all__ = [
     "plots",
     "register_rule",
     "rules",
+    "sequence",
 ]

@@ -66,13 +66,13 @@ def one_hot(sequences, dtype=np.float32) -> np.ndarray:
     return encoded[0] if single else encoded
 
 
-def _tokens(onehot: np.ndarray) -> np.ndarray:
-    """``(N, L)`` symbols 0-3 for ``A, C, G, T`` and 4 for an all-zero row, of a checked one-hot ``(N, L, 4)``."""
-    return np.where(onehot.any(axis=-1), onehot.argmax(axis=-1), _N).astype(np.int64)
+# Symbol of a row of 4 from its bits (A = 1, C = 2, G = 4, T = 8): 4 (N) for none, -1 for two or more.
+_SYMBOL_OF_BITS = np.full(16, -1, np.int8)
+_SYMBOL_OF_BITS[[0, 1, 2, 4, 8]] = [_N, 0, 1, 2, 3]
 
 
-def _checked_onehot(onehot) -> np.ndarray:
-    """``onehot`` as an array ``(L, 4)`` or ``(N, L, 4)`` whose rows hold one 1 or none; else ``ValueError``."""
+def _checked_tokens(onehot) -> tuple[np.ndarray, np.ndarray]:
+    """``(array, symbols)``: ``onehot`` checked to be one-hot ``(L, 4)`` or ``(N, L, 4)``, and its symbols (4: N)."""
     array = np.asarray(onehot)
     if array.ndim not in (2, 3) or array.shape[-1] != 4 or array.shape[-2] < 1:
         raise ValueError(
@@ -82,7 +82,8 @@ def _checked_onehot(onehot) -> np.ndarray:
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise ValueError(f"onehot must be a numeric or boolean array; got dtype {array.dtype}")
     ones = array == 1
-    bad = ~((ones | (array == 0)).all(axis=-1) & (ones.sum(axis=-1) <= 1))
+    symbols = _SYMBOL_OF_BITS[np.packbits(ones, axis=-1, bitorder="little")[..., 0]]
+    bad = (symbols < 0) | ~(ones | (array == 0)).all(axis=-1)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         place = f"sequence {where[0]}, position {where[1]}" if len(where) == 2 else f"position {where[0]}"
@@ -90,7 +91,7 @@ def _checked_onehot(onehot) -> np.ndarray:
             f"onehot must be one-hot: each row of 4 holds one 1 and three 0s, or four 0s (N or padding); "
             f"{bad.sum()} row(s) do not, the first at {place}: {array[where].tolist()}"
         )
-    return array
+    return array, symbols
 
 
 def _is_integer(value) -> bool:
@@ -170,11 +171,11 @@ def _last_exit_trees(counts: np.ndarray, roots: np.ndarray, uniforms: np.ndarray
 def _pair_counts_and_firsts(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(B, 5, 5)`` counts of each pair ``(src, dst)``, and ``(B, 25)`` each pair's first edge (``edges`` if none)."""
     count, edges = src.shape
-    pair = (src * _SYMBOLS + dst).astype(np.intp)
-    hits = pair[..., None] == np.arange(_SYMBOLS * _SYMBOLS)  # (B, edges, 25)
-    counts = hits.sum(axis=1).reshape(count, _SYMBOLS, _SYMBOLS)
-    firsts = np.where(hits.any(axis=1), hits.argmax(axis=1), edges)
-    return counts, firsts
+    cell = (np.arange(count, dtype=np.intp)[:, None] * _SYMBOLS**2 + src * _SYMBOLS + dst).ravel()
+    counts = np.bincount(cell, minlength=count * _SYMBOLS**2).reshape(count, _SYMBOLS, _SYMBOLS)
+    firsts = np.full(count * _SYMBOLS**2, edges, np.intp)
+    np.minimum.at(firsts, cell, np.tile(np.arange(edges, dtype=np.intp), count))
+    return counts, firsts.reshape(count, _SYMBOLS**2)
 
 
 def _walk(targets: np.ndarray, starts: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -271,11 +272,10 @@ def dinuc_shuffle(onehot, n: int, *, seed=None) -> np.ndarray:
         If ``onehot`` is not one-hot of shape ``(L, 4)`` or ``(N, L, 4)``, ``n`` is not a positive
         integer, or ``seed`` is none of the accepted kinds.
     """
-    array = _checked_onehot(onehot)
+    array, symbols = _checked_tokens(onehot)
     n = _checked_count(n)
     base = _base_seed(seed)
-    batch = array if array.ndim == 3 else array[None]
-    tokens = _tokens(batch)
+    tokens = symbols if array.ndim == 3 else symbols[None]
     block = max(1, _BLOCK_ELEMENTS // (n * tokens.shape[1]))
     shuffled = np.concatenate(
         [_shuffle_block(tokens[i : i + block], n, base) for i in range(0, len(tokens), block)]
@@ -309,7 +309,10 @@ def shuffled_references(n: int = 20, seed: int | None = 0, *, sequence_input: in
     Returns
     -------
     callable
-        ``references(sample) -> list of (n, *input_shape) arrays`` (one array for one array).
+        ``references(sample) -> list of (n, *input_shape) arrays`` (one array for one array). Its
+        attribute ``batched(inputs)`` does the same for a batch, ``(N, *input_shape)`` →
+        ``(N, n, *input_shape)`` per input, in one call; with a seed, it equals the per-sample
+        results stacked.
 
     Raises
     ------
@@ -341,8 +344,18 @@ def shuffled_references(n: int = 20, seed: int | None = 0, *, sequence_input: in
         out[sequence_input] = dinuc_shuffle(sequence, n, seed=seed)
         return out[0] if single else out
 
+    def batched(inputs):
+        """The references of many samples at once: one array or a list, ``(N, *shape)`` → ``(N, n, *shape)``."""
+        single = not isinstance(inputs, (list, tuple))
+        arrays = [np.asarray(a) for a in ([inputs] if single else inputs)]
+        if sequence_input >= len(arrays):
+            raise ValueError(f"got {len(arrays)} input(s); the sequence is input {sequence_input} (sequence_input)")
+        out = [np.repeat(a[:, None], n, axis=1) for a in arrays]
+        out[sequence_input] = dinuc_shuffle(arrays[sequence_input], n, seed=seed)
+        return out[0] if single else out
+
+    references.batched = batched
     references.n = n
-    references.seed = seed
     return references
 
 
@@ -379,8 +392,10 @@ def chrombpnet_like(
         Channels of every convolution but the profile head's.
     n_dilated : int
         Dilated residual layers (dilations 2, 4, 8, …).
-    conv1_kernel, profile_kernel : int
-        Kernel sizes of the first convolution and of the profile head.
+    conv1_kernel : int
+        Kernel size of the first convolution.
+    profile_kernel : int
+        Kernel size of the profile head's convolution.
     output_length : int
         Profile positions; the profile head's output is cropped symmetrically to it.
     dilated : bool
@@ -540,7 +555,7 @@ def write_modisco_inputs(directory, onehot, hypothetical) -> tuple[Path, Path]:
         non-finite values, or it is zero at every absent base while not at the present ones
         (projected contributions, not hypothetical ones).
     """
-    sequences = _checked_onehot(onehot)
+    sequences, _ = _checked_tokens(onehot)
     if sequences.ndim != 3:
         raise ValueError(f"onehot must be a batch of sequences (N, L, 4); got shape {sequences.shape}")
     scores = _hypothetical_array(hypothetical, sequences.shape)
