@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -106,6 +108,128 @@ def test_image_refuses_several_inputs_at_once():
     )
     with pytest.raises(ValueError, match=r"several inputs: plot one"):
         tfshap.plots.image(attributions)
+
+
+def _spine_widths(ax) -> set:
+    return {side.get_linewidth() for side in ax.spines.values()}
+
+
+def test_image_frames_the_predicted_output_and_says_what_the_colours_mean(signed_values, tmp_path):
+    values, pixels = signed_values
+    values = values * np.array([1.0, 2.0, 0.0])  # largest |value|: 0.6, in output 1
+
+    fig = tfshap.plots.image(
+        values, pixels, predicted=[0, 1], row_labels=["label 0, pred 0", "label 1, pred 1"], title="digits",
+        path=tmp_path / "framed.png", cell=1.0, dpi=50,
+    )
+
+    grid, bar = fig.axes[:-1], fig.axes[-1]
+    assert tuple(fig.get_size_inches()) == (4.0, 2 * 1.0 + 0.6 + 0.3)  # a title adds 0.3 inches
+    assert _read_png(tmp_path / "framed.png").shape[:2] == (round(2.9 * 50), 4 * 50)
+    framed = [i for i, ax in enumerate(grid) if _spine_widths(ax) == {2.5}]
+    assert framed == [1, 6]  # row 0: output 0 (axes 1); row 1: output 1 (axes 4 + 2)
+    assert all(_spine_widths(ax) == {plt.rcParams["axes.linewidth"]} for i, ax in enumerate(grid) if i not in framed)
+    for ax in grid:
+        if ax.get_subplotspec().colspan.start > 0:  # heatmaps: the background image, then the values on ±0.6
+            assert ax.get_images()[1].get_clim() == pytest.approx((-0.6, 0.6))
+    assert bar.get_xlim() == pytest.approx((-0.6, 0.6))
+    assert [t.get_text() for t in bar.get_xticklabels()] == ["-0.6", "0", "0.6"]
+    assert bar.get_xlabel() == "attribution: red raises the output, blue lowers it"
+    assert fig._suptitle.get_text() == "digits"
+    assert [grid[0].get_title(), grid[4].get_title()] == ["label 0, pred 0", "label 1, pred 1"]
+
+
+def test_image_with_many_outputs_shows_the_predicted_then_the_strongest(rng, tmp_path):
+    pixels = rng.random((2, 4, 4))
+    strength = np.array([[1, 5, 2, 9, 3, 4, 8, 7, 0.5, 6, 0.1, 0.2], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0.5, 0.3, 0.1]])
+    signs = np.sign(rng.normal(size=(2, 4, 4, 1, 1)))
+    values = signs * strength[:, None, None, None, :] / 16  # Σ|value| over the 16 pixels = strength
+
+    fig = tfshap.plots.image(values, pixels, predicted=[0, 11], max_columns=4, vmax=2.0)
+
+    titles = [ax.get_title() for ax in fig.axes[:-1]]
+    assert titles[1:5] == ["output 0", "output 3", "output 6", "output 7"]  # predicted, then by Σ|value|
+    assert titles[6:10] == ["output 11", "output 0", "output 1", "output 2"]
+    assert [ax for ax in fig.axes[:-1] if _spine_widths(ax) == {2.5}] == [fig.axes[1], fig.axes[6]]
+    assert fig.axes[2].get_images()[1].get_clim() == (-2.0, 2.0)
+    assert tuple(fig.get_size_inches()) == (1.5 * 5, 1.5 * 2 + 0.6)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"predicted": [0, 3]}, r"one output column in \[0, 3\) per sample, shape \(2,\); got \[0, 3\]"),
+        ({"predicted": [0]}, r"shape \(2,\)"),
+        ({"max_columns": 0}, r"max_columns must be a positive integer or None; got 0"),
+        ({"row_labels": ["a"]}, r"row_labels must hold one title per sample \(2\); got 1"),
+    ],
+)
+def test_image_bad_options(signed_values, kwargs, message):
+    values, pixels = signed_values
+    with pytest.raises(ValueError, match=message):
+        tfshap.plots.image(values, pixels, **kwargs)
+
+
+# -- logo ------------------------------------------------------------------------------------------
+CLASSIC = {"A": (0.0, 0.5, 0.0), "C": (0.0, 0.0, 1.0), "G": (1.0, 0.65, 0.0), "T": (1.0, 0.0, 0.0)}
+
+
+def _glyphs(fig) -> list[tuple[float, float, float, tuple]]:
+    """(centre position, bottom, top, RGB) of every letter drawn, from the patches' paths in data coordinates."""
+    out = []
+    for patch in fig.axes[0].patches:
+        box = patch.get_path().get_extents()
+        out.append((round((box.x0 + box.x1) / 2, 6), box.y0, box.y1, tuple(patch.get_facecolor()[:3])))
+    return sorted(out)
+
+
+def test_logo_of_a_sequence_draws_its_bases_as_tall_as_their_contributions(tmp_path):
+    pytest.importorskip("logomaker")
+    from tfshap.sequence import one_hot
+
+    x = one_hot("GATTACA")
+    values = np.array([0.5, -0.25, 1.0, 0.0, 2.0, -1.5, 0.75])[:, None] * np.ones((7, 4))
+
+    fig = tfshap.plots.logo(values[..., None], x, start=100, title="one sequence", path=tmp_path / "logo.png", dpi=50)
+
+    glyphs = _glyphs(fig)
+    drawn = [g for g in glyphs if g[2] - g[1] > 0]
+    assert [g[0] for g in drawn] == [100, 101, 102, 104, 105, 106]  # position 103 contributes 0
+    for (position, bottom, top, colour), letter, value in zip(drawn, "GATACA", [0.5, -0.25, 1.0, 2.0, -1.5, 0.75]):
+        assert (bottom, top) == pytest.approx((min(value, 0), max(value, 0)))
+        assert colour == pytest.approx(CLASSIC[letter])
+    assert fig.axes[0].get_title() == "one sequence"
+    assert tuple(fig.get_size_inches()) == (4.0, 2.0)  # max(4, 0.12 · 7) by 2 inches
+    assert _read_png(tmp_path / "logo.png").shape[:2] == (100, 200)
+
+
+def test_logo_of_hypothetical_contributions_stacks_all_four_bases():
+    pytest.importorskip("logomaker")
+    values = np.array([[0.5, -0.2, 0.3, -0.4], [0.1, 0.2, 0.3, 0.4]])
+
+    fig = tfshap.plots.logo(values)
+
+    glyphs = _glyphs(fig)
+    for position in (0, 1):
+        at = [g for g in glyphs if g[0] == position]
+        assert max(g[2] for g in at) == pytest.approx(values[position][values[position] > 0].sum())
+        assert min(g[1] for g in at) == pytest.approx(values[position][values[position] < 0].sum())
+    plt.close(fig)
+
+
+def test_logo_bad_input_and_missing_logomaker(monkeypatch):
+    with pytest.raises(ValueError, match=r"one sequence's contributions, \(L, 4\) or \(L, 4, 1\).*got \(2, 5, 4\)"):
+        tfshap.plots.logo(np.zeros((2, 5, 4)))
+    with pytest.raises(ValueError, match=r"onehot must have the shape of values, \(5, 4\); got \(4, 4\)"):
+        tfshap.plots.logo(np.zeros((5, 4)), np.eye(4))
+    with_nan = np.zeros((3, 4))
+    with_nan[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"values contains 1 NaN or infinite value\(s\)"):
+        tfshap.plots.logo(with_nan)
+    monkeypatch.setitem(sys.modules, "logomaker", None)
+    with pytest.raises(ImportError, match=r"pip install tfshap\[sequence\]"):
+        tfshap.plots.logo(np.zeros((5, 4)))
 
 
 # -- Attributions.to_shap() with shap's own plots --------------------------------------------

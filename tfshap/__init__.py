@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import plots
+from . import plots, sequence
 from . import rewrite_rules as _rules  # noqa: F401  (registers every rule once, at import)
 from .attributions import Attributions
 from .base import CompiledExplainer
@@ -36,4 +36,5 @@ __all__ = [
     "plots",
     "register_rule",
     "rules",
+    "sequence",
 ]

@@ -329,13 +329,12 @@ def cmd_explain(args) -> int:
             f"additivity error {result.additivity_error:.2e}"
         )
         if args.plot:
-            from .demo import plot_attributions
-
             shown = min(len(inputs[0]), 32)
             predicted = np.argmax(result.outputs[:shown], axis=1)
-            plot_attributions(
-                args.plot, np.asarray(inputs[0][:shown]), np.asarray(result.values[:shown]), predicted,
-                title=f"tfshap: {Path(args.model).name}",
+            tfshap.plots.image(
+                np.asarray(result.values[:shown]), np.asarray(inputs[0][:shown]), predicted=predicted,
+                row_labels=[f"pred {p}" for p in predicted], max_columns=10, title=f"tfshap: {Path(args.model).name}",
+                path=args.plot,
             )
             print(f"wrote {args.plot}" + (f" (the first {shown} of {len(inputs[0])} inputs)" if shown < len(inputs[0]) else ""))
     return EXIT_OK

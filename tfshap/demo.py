@@ -3,7 +3,7 @@
 The demo trains a small CNN on scikit-learn's bundled 8×8 digits with Keras 3, explains
 16 digits against 100 background images with :func:`tfshap.compile`, checks that the
 attributions add up to ``f(x) − E[f(background)]``, times tfshap next to the plain-gradient
-floor, and writes a heatmap grid.
+floor, and writes a heatmap grid with :func:`tfshap.plots.image`.
 
 The floor (:func:`plain_gradient_floor`) is the cost of a plain gradient on the same work:
 one forward pass over the ``2·N·K`` paired rows and one ``tf.gradients`` backward per
@@ -105,67 +105,6 @@ def best_time(fn, repeats: int = 3) -> float:
     return min(times)
 
 
-# -- the picture ---------------------------------------------------------------------------
-def plot_attributions(path, images, values, predicted, labels=None, title="tfshap DeepSHAP attributions", max_columns=10):
-    """A grid: one row per image; the image, then its attributions to the outputs.
-
-    ``images`` is ``(n, h, w[, c])``; ``values`` is ``(n, h, w[, c], n_outputs)`` (summed over
-    channels for the picture). With at most ``max_columns`` outputs every output gets a
-    column and the predicted one is framed; with more, each row shows the predicted output
-    then the next highest-attributed ones. Red pushes the output up, blue down (one colour
-    scale per row, symmetric about zero).
-    """
-    try:
-        import matplotlib
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError('plotting needs matplotlib: python -m pip install -e ".[demo]"') from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images, values, predicted = np.asarray(images), np.asarray(values), np.asarray(predicted)
-    n, n_outputs = len(images), values.shape[-1]
-    h, w = images.shape[1], images.shape[2]
-    images = images.reshape(n, h, w, -1)
-    values = values.reshape(n, h, w, -1, n_outputs).sum(axis=3)
-    if n_outputs <= max_columns:
-        columns = np.tile(np.arange(n_outputs), (n, 1))
-    else:
-        strength = np.abs(values).reshape(n, -1, n_outputs).sum(axis=1)
-        strength[np.arange(n), predicted] = np.inf
-        columns = np.argsort(-strength, axis=1, kind="stable")[:, :max_columns]
-    width = columns.shape[1] + 1
-    fig, axes = plt.subplots(n, width, figsize=(1.2 * width, 1.3 * n + 0.5), squeeze=False, layout="constrained")
-    for i in range(n):
-        ax = axes[i, 0]
-        picture = images[i]
-        if picture.shape[-1] in (3, 4):
-            lo, hi = float(picture.min()), float(picture.max())
-            ax.imshow((picture - lo) / ((hi - lo) or 1.0))
-            background = picture[..., :3].mean(axis=-1)
-        else:
-            ax.imshow(picture[..., 0], cmap="gray_r")
-            background = picture[..., 0]
-        ax.set_title(f"pred {predicted[i]}" if labels is None else f"label {labels[i]}, pred {predicted[i]}", fontsize=7)
-        lim = float(np.max(np.abs(values[i]))) or 1.0
-        for c, j in enumerate(columns[i]):
-            ax = axes[i, c + 1]
-            ax.imshow(background, cmap="gray_r", alpha=0.25)
-            ax.imshow(values[i, ..., j], cmap="bwr", vmin=-lim, vmax=lim, alpha=0.85)
-            if i == 0 or n_outputs > max_columns:
-                ax.set_title(f"output {j}", fontsize=7)
-            if j == predicted[i]:
-                for side in ax.spines.values():
-                    side.set_edgecolor("black")
-                    side.set_linewidth(2.5)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 # -- the demo ------------------------------------------------------------------------------
 @dataclass
 class DemoResult:
@@ -228,7 +167,11 @@ def run_demo(out: str = "tfshap_demo.png", *, quick: bool = False, print_fn=prin
     )
 
     predicted = np.argmax(attributions.outputs, axis=1)
-    plot_attributions(out, samples, attributions.values, predicted, labels)
+    tfshap.plots.image(
+        attributions.values, samples, labels=[f"class {j}" for j in range(attributions.outputs.shape[1])],
+        predicted=predicted, row_labels=[f"label {y}, pred {p}" for y, p in zip(labels, predicted)],
+        max_columns=10, title="tfshap DeepSHAP attributions of a digits CNN", path=out, cell=1.2, dpi=90,
+    )
     print_fn(f"wrote {out}: one row per digit, the image then its attributions to each class (framed: predicted)")
     return DemoResult(
         accuracy=accuracy,
