@@ -310,10 +310,6 @@ def test_tfshap_explains_the_profile_target_of_the_undilated_model_and_it_adds_u
     assert attributions.additivity_error < 1e-12
 
 
-@pytest.mark.xfail(
-    raises=tfshap.UnsupportedOpError, strict=True,
-    reason="no rule yet for SpaceToBatchND/BatchToSpaceND (dilated Conv1D); remove this mark when the core has one",
-)
 def test_tfshap_explains_the_dilated_model(K64):
     model = chrombpnet_like(K64, 128, filters=8)
     x = one_hot("ACGT" * 32, np.float64)[None]
