@@ -8,7 +8,7 @@ import tensorflow as tf
 from . import registry
 from .attributions import Attributions
 from .base import CompiledExplainer
-from .batching import References, default_batch_size, run_pair_multipliers, run_tiles, strategy_devices
+from .batching import MAX_PAIRS_PER_CHUNK, References, default_batch_size, run_pair_multipliers, run_tiles, strategy_devices
 from .errors import from_run_time_error
 from .program import Program
 from .validate import as_arrays
@@ -52,6 +52,8 @@ class DeepSHAPExplainer(CompiledExplainer):
         """Pairs per chunk for ``k`` outputs: ``batch_size=`` or sized from memory and the shapes of ``arrays``."""
         if self._batch_size is not None:
             return self._batch_size
+        if arrays is None and not all(spec.shape[1:].is_fully_defined() for spec in self.input_specs):
+            return MAX_PAIRS_PER_CHUNK  # rows of any length (an export): sizes are unknown until run
         row_bytes, elements = self.row_sizes(None if arrays is None else [a.shape[1:] for a in arrays])
         return default_batch_size(row_bytes, k, elements, vectorized=self.program.vectorizes(k),
                                   shared_references=shared_references)

@@ -87,12 +87,27 @@ def masks_beside_layer(ops, paired, attributed, y, layer_name: str) -> list[tf.T
         if t.ref() in around and t.ref() not in feeding_layer and not t.dtype.is_floating
     ]
     others = [t for t in paired if all(t is not m for m in mask_inputs)]
+    around_layer = "the output depends on the model inputs other than through layer"
     if y.ref() in varying_tensors(ops, others, blocked=[*attributed, *masks]):
         raise CompileError(
-            f"the output depends on the model inputs other than through layer {layer_name!r}, so attributions "
-            "to that layer cannot add up; choose a layer that every path from the inputs to the output goes through"
+            f"{around_layer} {layer_name!r}, so attributions to that layer cannot add up; choose a layer that every "
+            "path from the inputs to the output goes through"
         )
+    # Indices computed from an input that feeds the layer (token ids looked up a second time) are
+    # not a mask beside it: they carry the input's values around the layer.
+    from_layer_inputs = varying_tensors(ops, [t for t in others if not t.dtype.is_floating], blocked=attributed)
+    reaching_y = reaching_tensors(ops, [y])
+    for op in ops:
+        if op.type in GATHERS and op.inputs[1].ref() in from_layer_inputs and op.outputs[0].ref() in reaching_y \
+                and op.outputs[0].ref() not in feeding_layer:
+            raise CompileError(
+                f"{around_layer} {layer_name!r}: op {op.name!r} looks up the same inputs again, so attributions to "
+                "that layer cannot add up; choose a layer that every path from the inputs to the output goes through"
+            )
     return masks
+
+
+GATHERS = frozenset({"Gather", "GatherV2", "GatherNd", "ResourceGather"})
 
 
 def activation_bytes_per_row(ops, sources) -> int:

@@ -227,6 +227,40 @@ def _logits(model, Model, flavour: str):
     return Model(_symbolic_inputs(model), outputs if len(outputs) > 1 else outputs[0]), switched
 
 
+class _OutputRecorder:
+    """Within the block, records what ``layer.call`` returns: the tensors to attribute to.
+
+    The layer's output is taken from the very call that computes the explained output, so
+    it lies on that path whatever Keras's graph of nodes holds (a Sequential model's layers
+    may have several). A layer called more than once per forward pass is refused.
+    """
+
+    def __init__(self, layer):
+        self.layer, self.outputs = layer, []
+
+    def __enter__(self):
+        self.outputs = []
+        original = self.layer.call
+
+        def recording(*args, **kwargs):
+            out = original(*args, **kwargs)
+            self.outputs.append(out)
+            return out
+
+        self.layer.call = recording
+
+    def __exit__(self, *exc):
+        del self.layer.call  # the class's method again
+
+    def output(self) -> list[tf.Tensor]:
+        if len(self.outputs) != 1:
+            raise CompileError(
+                f"layer {self.layer.name!r} ran {len(self.outputs)} times in one forward pass; inputs= needs a layer "
+                "that runs exactly once, on the path to the output"
+            )
+        return [t for t in tf.nest.flatten(self.outputs[0]) if isinstance(t, tf.Tensor)]
+
+
 class _WithoutActivation:
     """Within the block, ``layer.activation`` of each layer is the identity (restored afterwards)."""
 
@@ -267,10 +301,8 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
         explained, switched = _logits(model, Model, flavour)
     elif output is not None:
         explained = Model(symbolic, _layer(model, output, "output").output)
-    attributed_layer = None
-    if inputs is not None:
-        attributed_layer = _layer(model, inputs, "inputs")
-        explained = Model(symbolic, [attributed_layer.output, *tf.nest.flatten(explained.outputs)])
+    attributed_layer = None if inputs is None else _layer(model, inputs, "inputs")
+    recorder = _OutputRecorder(attributed_layer)
 
     layers = all_layers(model)
     structure = _input_structure(explained)
@@ -285,11 +317,11 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
             return explained(args, training=False)
 
     def call(tensors: list[tf.Tensor]):
-        out = run(tensors)
         if attributed_layer is None:
-            return flatten_outputs(out), None
-        out = tf.nest.flatten(out)
-        return flatten_outputs(out[1:]), [out[0]]
+            return flatten_outputs(run(tensors)), None
+        with recorder:
+            out = run(tensors)
+        return flatten_outputs(out), recorder.output()
 
     def call_eagerly(tensors: list[tf.Tensor]) -> tf.Tensor:
         return call(tensors)[0]
