@@ -88,7 +88,7 @@ def test_efficiency_null_player_and_symmetry(rng):
     d = 7
     inner = _mlp(rng, d - 1)
     # feature 6 is a null player; features 1 and 2 enter only through their sum (symmetric)
-    f = lambda rows: inner(np.concatenate([rows[:, :1], rows[:, 1:2] + rows[:, 2:3], rows[:, 2:3] * 0, rows[:, 3:6]], 1))
+    f = lambda z: inner(np.concatenate([z[:, :1], z[:, 1:2] + z[:, 2:3], 0 * z[:, 2:3], z[:, 3:6]], 1))
     x, refs = rng.normal(size=(3, d)), rng.normal(size=(4, d))
     x[:, 2], refs[:, 2] = x[:, 1], refs[:, 1]
 

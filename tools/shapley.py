@@ -78,7 +78,8 @@ def model_function(model) -> Callable[[np.ndarray], np.ndarray]:
     elif callable(model):
         call = model
     else:
-        raise ValueError(f"expected a Keras model or a callable f(rows) -> (rows, n_outputs); got {type(model).__name__}")
+        kind = type(model).__name__
+        raise ValueError(f"expected a Keras model or a callable f(rows) -> (rows, n_outputs); got {kind}")
 
     def f(rows: np.ndarray) -> np.ndarray:
         out = np.asarray(call(rows), dtype=np.float64)
@@ -107,7 +108,7 @@ def _as_rows(x, references) -> tuple[np.ndarray, np.ndarray]:
     return x, references
 
 
-def mean_coalition_values(f, x_row: np.ndarray, references: np.ndarray, masks: np.ndarray, batch_rows: int) -> np.ndarray:
+def mean_coalition_values(f, x_row: np.ndarray, references: np.ndarray, masks: np.ndarray, batch_rows: int):
     """``mean_r v_r(S)`` for one sample: every coalition against every reference row, ``(2^d, n_outputs)``."""
     n_coalitions, d = masks.shape
     x_flat, r_flat = x_row.reshape(d), references.reshape(len(references), d)
@@ -116,13 +117,14 @@ def mean_coalition_values(f, x_row: np.ndarray, references: np.ndarray, masks: n
     for start in range(0, len(r_flat), per_call):
         refs = r_flat[start : start + per_call]
         rows = np.where(masks[None], x_flat, refs[:, None, :]).reshape(-1, d)
-        values = np.concatenate([f(rows[i : i + batch_rows].reshape(-1, *x_row.shape)) for i in range(0, len(rows), batch_rows)])
+        chunks = [rows[i : i + batch_rows].reshape(-1, *x_row.shape) for i in range(0, len(rows), batch_rows)]
+        values = np.concatenate([f(chunk) for chunk in chunks])
         block = values.reshape(len(refs), n_coalitions, -1).sum(0)
         total = block if total is None else total + block
     return total / len(r_flat)
 
 
-def shapley_values(model, x, references, *, batch_rows: int = DEFAULT_BATCH_ROWS, max_players: int = MAX_PLAYERS) -> np.ndarray:
+def shapley_values(model, x, references, *, batch_rows: int = DEFAULT_BATCH_ROWS, max_players: int = MAX_PLAYERS):
     """Exact Shapley values of ``f(x_S, r_rest)``, averaged over the reference rows.
 
     Parameters
