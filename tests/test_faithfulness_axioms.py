@@ -76,18 +76,11 @@ def _values(keras_name: str, family: str):
 
 
 @pytest.mark.parametrize("keras_name", KERASES)
-@pytest.mark.parametrize("op_type", list(BINARY))
-def test_two_operand_rule_gives_the_shapley_values_of_two_players(keras_name, op_type):
-    values, exact = _values(keras_name, "binary")
-    column = list(BINARY).index(op_type)
-    np.testing.assert_allclose(values[..., column], exact[..., column], rtol=0, atol=ATOL, err_msg=op_type)
-
-
-@pytest.mark.parametrize("keras_name", KERASES)
-@pytest.mark.parametrize("op_type", list(BILINEAR))
-def test_bilinear_rule_gives_the_shapley_values_of_a_dot_product(keras_name, op_type):
-    values, exact = _values(keras_name, "bilinear")
-    column = list(BILINEAR).index(op_type)
+@pytest.mark.parametrize("family, op_type", [("binary", op) for op in BINARY] + [("bilinear", op) for op in BILINEAR])
+def test_rule_gives_the_shapley_values_of_its_players(keras_name, family, op_type):
+    """Binary ops: two scalar players; bilinear ops: the four players of a dot product of 2-vectors."""
+    values, exact = _values(keras_name, family)
+    column = list(BINARY if family == "binary" else BILINEAR).index(op_type)
     np.testing.assert_allclose(values[..., column], exact[..., column], rtol=0, atol=ATOL, err_msg=op_type)
 
 
