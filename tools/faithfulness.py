@@ -676,9 +676,15 @@ def shap_worker(request: str) -> None:
                 values = shap.DeepExplainer(target, background).shap_values(x, check_additivity=False)
                 out[f"{row}/values"] = np.asarray(values).reshape(*x.shape, -1)
             except Exception as exc:  # noqa: BLE001  (the table reports why shap did not run)
-                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-                out[f"{row}/error"] = np.array(f"{type(exc).__name__}: {(lines or [''])[-1][:160]}")
+                out[f"{row}/error"] = np.array(f"{type(exc).__name__}: {_reason(exc)}")
     np.savez(Path(request).parent / "shap.npz", **out)
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of an error (Keras wraps the cause between a heading and the call's arguments)."""
+    noise = ("•", "Arguments received", "Call arguments received", "Exception encountered", "File ", "in user code")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith(noise)]
+    return (lines or [""])[-1][:160]
 
 
 # -- the tables --------------------------------------------------------------------------------
