@@ -7,9 +7,8 @@ The ground truth is tools/shapley.py (enumerating every coalition; tested in tes
   Shapley's (e.g. ``φa = g(a, rb) − g(ra, rb)``, ``φb`` the rest) fails here.
 - Softmax, log-softmax and cross-max (Max, Min, MaxPool, top_k with k = 1) are not Shapley
   values: they are checked for the axioms (efficiency, null player, symmetry) and, for cross-max,
-  against Shapley where one input alone decides. The softmax's null player fails today (issue 16
-  item 1: a common shift of the logits gets credit); that check is a strict xfail, so it turns
-  into a failure to remove once fixed. Cross-max gives a tie to its first argmax, so its symmetry
+  against Shapley where one input alone decides. The softmax rules centre the logits, so a common
+  shift of them gets no credit (issue 16 item 1). Cross-max gives a tie to its first argmax, so its symmetry
   is checked without ties (permuting the inputs permutes the values).
 float64 throughout. Tolerance 1e-10 on values of size O(1): the rules' rounding is a few ulps
 (≈1e-15), while a wrong split is off by O(Δa·Δb) ≈ 1e-2 here.
@@ -143,11 +142,6 @@ def test_a_common_shift_of_the_logits_is_a_null_player_of_the_exact_game(op_type
     assert np.max(np.abs(exact[0, :2])) > 0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 1: the softmax rules' multipliers over the logits do not sum to zero, so a common "
-    "shift of the logits gets credit (Softmax: [0.176, 0.052, 0.058] here); centring them fixes it",
-)
 @pytest.mark.parametrize("keras_name", KERASES)
 @pytest.mark.parametrize("op_type", list(NORMALISERS))
 def test_softmax_gives_a_common_shift_of_the_logits_no_credit(keras_name, op_type):

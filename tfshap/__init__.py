@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import plots, sequence
+from . import plots, precision, sequence
 from . import rewrite_rules as _rules  # noqa: F401  (registers every rule once, at import)
 from .attributions import Attributions
 from .base import CompiledExplainer

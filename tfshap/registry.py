@@ -279,6 +279,11 @@ def unregister_rule(op_type: str, rules: str = DEFAULT_RULES) -> Rule | None:
     return _rules.pop((op_type, rules), None)
 
 
+def restore_rule(rule: Rule) -> Rule:
+    """Put back a rule that :func:`unregister_rule` returned."""
+    return _add(rule, replace=True)
+
+
 def lookup(op_type: str, rules: str = DEFAULT_RULES) -> Rule | None:
     """The rule for ``op_type`` in the rule set ``rules``, or the default rule where that set has none."""
     return _rules.get((op_type, rules)) or _rules.get((op_type, DEFAULT_RULES))

@@ -23,3 +23,34 @@ def floatx(K, dtype: str):
         K.backend.set_floatx(before)
         if policy is not None:
             K.config.set_dtype_policy(policy)
+
+
+#: op type -> the gradient function that replaces its rule inside :func:`replaced_rule`.
+_REPLACEMENTS: dict = {}
+
+
+def _replacement(op, *grads):
+    """The gradient registered (once per op type) for replaced rules: dispatches to the current replacement."""
+    return _REPLACEMENTS[op.type](op, *grads)
+
+
+@contextlib.contextmanager
+def replaced_rule(op_type: str, gradient):
+    """Within the block, ``op_type`` takes the rule ``gradient`` (e.g. a deliberately wrong one); restored after.
+
+    Rules are installed when compiling, so an explainer compiled inside the block keeps the
+    replacement. One gradient per op type is registered with TensorFlow, once, whatever the
+    number of replacements.
+    """
+    from . import registry
+
+    previous = registry.unregister_rule(op_type)
+    _REPLACEMENTS[op_type] = gradient
+    registry.register_rule(op_type, "testing", _replacement, doc=gradient.__doc__ or "a replaced rule")
+    try:
+        yield
+    finally:
+        registry.unregister_rule(op_type)
+        _REPLACEMENTS.pop(op_type, None)
+        if previous is not None:
+            registry.restore_rule(previous)
