@@ -78,7 +78,7 @@ def _gather_plan(op: tf.Operation, varying: tuple[bool, ...]):
     return APPLY
 
 
-@rule("Gather", "GatherV2", "GatherNd", family="linear", plan=_gather_plan,
+@rule("Gather", "GatherV2", "GatherNd", "ResourceGather", family="linear", plan=_gather_plan,
       xla_inexact="its indices are checked at run time (Assert ops), which XLA drops")
 def gather(op: tf.Operation, grad: tf.Tensor):
     """m = ∂out/∂params; indices that vary must be the same for sample and reference (checked)"""
