@@ -116,6 +116,11 @@ def main(out_dir: str) -> None:
             explainer = shap.DeepExplainer(model, background)
             _pack("values", explainer.shap_values(samples), saved)
             saved["expected"] = np.asarray(explainer.expected_value)
+            if name in ("relu", "two_inputs"):  # shap's explainer(X): a shap.Explanation
+                explanation = explainer(samples)
+                _pack("call/values", explanation.values, saved)
+                _pack("call/data", explanation.data, saved)
+                saved["call/base_values_is_none"] = np.asarray(explanation.base_values is None)
             if name == "relu":
                 for order in RANK_ORDERS:
                     # shap's own additivity check is wrong with ranked_outputs (it compares

@@ -137,3 +137,28 @@ def test_ranked_max_abs_takes_the_largest_magnitudes(K, shap_dir):
 
     np.testing.assert_array_equal(indexes, np.argsort(-np.abs(out), axis=1)[:, :2])
     np.testing.assert_allclose(values, np.take_along_axis(arrays["values"], indexes[:, None, :], axis=2), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", ["relu", "two_inputs"])
+def test_calling_the_explainer_gives_shaps_explanation_field_by_field(K, shap_dir, name):
+    """``e(X)``: the values and data of shap's ``Explanation``, in its layout; base values filled in (shap's are None)."""
+    pytest.importorskip("shap")
+    arrays = _load(shap_dir, name)
+    model = _model(K, name, arrays)
+    background, x = _unpack(arrays, "background"), _unpack(arrays, "x")
+    explainer = _explainer(K, name, model, background)
+
+    explanation = explainer(x)
+
+    want_values, want_data = _unpack(arrays, "call/values"), _unpack(arrays, "call/data")
+    several = isinstance(want_values, list)
+    assert isinstance(explanation.values, list) == several
+    for got, want in zip(explanation.values if several else [explanation.values], want_values if several else [want_values]):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+    for got, want in zip(explanation.data if several else [explanation.data], want_data if several else [want_data]):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    assert bool(arrays["call/base_values_is_none"])  # shap leaves them out ...
+    np.testing.assert_allclose(  # ... tfshap gives each sample's base values
+        explanation.base_values, np.broadcast_to(explainer.expected_value, (len(predict(model, x)), 2 if name == "two_inputs" else 3)),
+        rtol=0, atol=1e-6)
