@@ -9,11 +9,28 @@ import numpy as np
 
 @dataclass
 class Attributions:
-    """``values``: ``(n, *input_shape, n_outputs)`` per input (a list for several inputs);
-    ``base_values``: ``(n_outputs,)``; ``outputs``: ``(n, n_outputs)``;
-    ``additivity_error``: ``max |sum(values) + base_values - outputs|``;
-    ``convergence_delta`` (expected and integrated gradients): ``(n, n_outputs)``,
-    ``sum(values) − (outputs − base_values)`` per sample and output."""
+    """The result of an explanation, numpy arrays in the model's output dtype.
+
+    Parameters
+    ----------
+    values : ndarray or list of ndarray
+        ``(n, *input_shape, n_outputs)`` per input (a list for several inputs);
+        ``n_outputs`` is ``k`` with ``ranked_outputs=k``.
+    base_values : ndarray
+        ``(n_outputs,)``: the mean model output over the background; ``(n, n_outputs)``
+        with per-sample references or ``ranked_outputs`` (each sample's own).
+    outputs : ndarray
+        ``(n, n_outputs)``: the explained function at the samples.
+    additivity_error : float
+        ``max |sum(values) + base_values - outputs|``.
+    data : ndarray or list of ndarray, optional
+        The samples explained.
+    output_indices : ndarray, optional
+        ``(n, k)``: which outputs each column explains, with ``ranked_outputs``.
+    convergence_delta : ndarray, optional
+        Expected and integrated gradients: ``(n, n_outputs)``,
+        ``sum(values) − (outputs − base_values)`` per sample and output.
+    """
 
     values: np.ndarray | list[np.ndarray]
     base_values: np.ndarray

@@ -29,6 +29,13 @@ class CompiledExplainer:
     The base of every explainer that :func:`tfshap.compile` returns. Subclasses set
     :attr:`method` and implement :meth:`explain`.
 
+    Parameters
+    ----------
+    model, background, output, inputs, batch_size, jit_compile
+        As :func:`tfshap.compile` takes them.
+    allow_integer : bool
+        Accept integer model inputs (token ids), for ``inputs=`` a layer.
+
     Attributes
     ----------
     method : str
@@ -77,7 +84,13 @@ class CompiledExplainer:
         return self.traced.input_specs
 
     def outputs_of(self, arrays) -> np.ndarray:
-        """The explained function at ``arrays`` (one array per model input), ``(n, n_outputs)`` in float64."""
+        """The explained function at ``arrays``, ``(n, n_outputs)`` in float64.
+
+        Parameters
+        ----------
+        arrays : list of ndarray
+            One array ``(n, *input_shape)`` per model input, already checked.
+        """
         rows = len(arrays[0])
         parts = [
             self.forward([tf.convert_to_tensor(a[i : i + FORWARD_ROWS]) for a in arrays]).numpy()
@@ -97,7 +110,7 @@ class CompiledExplainer:
         return self.outputs_of([b.numpy() for b in self.background]).mean(axis=0)
 
     # -- references --------------------------------------------------------------------------
-    def references_for(self, arrays, references=None) -> References:
+    def _references_for(self, arrays, references=None) -> References:
         """The references of the samples ``arrays``: the shared background, ``references=`` or the function's."""
         n = len(arrays[0])
         if references is not None:
@@ -115,7 +128,7 @@ class CompiledExplainer:
         return References([b.numpy() for b in self.background])
 
     # -- results --------------------------------------------------------------------------------
-    def output_index(self, outputs: np.ndarray, ranked_outputs, order: str) -> np.ndarray:
+    def _output_index(self, outputs: np.ndarray, ranked_outputs, order: str) -> np.ndarray:
         """``(n, k)``: the outputs explained for each sample (all of them, or the top ``ranked_outputs``)."""
         n = len(outputs)
         if ranked_outputs is None:
@@ -128,7 +141,7 @@ class CompiledExplainer:
         key = {"max": -outputs, "min": outputs, "max_abs": -np.abs(outputs)}[order]
         return np.argsort(key, axis=1, kind="stable")[:, :ranked_outputs].astype(np.int32)
 
-    def attributions(self, values: list[np.ndarray], base: np.ndarray, outputs: np.ndarray, index: np.ndarray,
+    def _attributions(self, values: list[np.ndarray], base: np.ndarray, outputs: np.ndarray, index: np.ndarray,
                      ranked: bool, data: list[np.ndarray], **extra) -> Attributions:
         """An :class:`Attributions` of float64 sums, in the output dtype, with its additivity error.
 
@@ -150,16 +163,43 @@ class CompiledExplainer:
 
     # -- checks -------------------------------------------------------------------------------
     def tolerance(self, outputs: np.ndarray, base: np.ndarray, data=None) -> float:
-        """The largest additivity miss that rounding explains (see :mod:`tfshap.precision`)."""
+        """The largest additivity miss that rounding explains (see :mod:`tfshap.precision`).
+
+        Parameters
+        ----------
+        outputs : ndarray
+            The explained outputs, ``(n, k)``.
+        base : ndarray
+            Their base values, ``(k,)`` or ``(n, k)``.
+        data : ndarray or list of ndarray, optional
+            The samples: with them the model's own float noise on them is measured and added.
+        """
         noise = self.model_noise(data) if data is not None and precision.noise_matters(self.compute_dtype) else 0.0
         return precision.tolerance(self.compute_dtype, outputs, base, noise)
 
     def model_noise(self, data) -> float:
-        """The explained function's own float rounding on ``data`` and the background (0 in float64)."""
+        """The explained function's own float rounding on ``data`` and the background.
+
+        Parameters
+        ----------
+        data : ndarray or list of ndarray
+            Samples, one array per model input (the first few rows are used).
+
+        Returns
+        -------
+        float
+            ``max |f − f_float64|`` over those rows (see :mod:`tfshap.precision`).
+        """
         return precision.model_noise(self, data)
 
     def check_additivity(self, attributions: Attributions) -> None:
-        """Raise :class:`tfshap.AdditivityError` where the sums miss by more than rounding explains."""
+        """Raise :class:`tfshap.AdditivityError` where the sums miss by more than rounding explains.
+
+        Parameters
+        ----------
+        attributions : Attributions
+            A result of :meth:`explain`.
+        """
         precision.check_additivity(self, attributions)
 
     @property
@@ -168,6 +208,15 @@ class CompiledExplainer:
 
     # -- the shap-compatible surface ------------------------------------------------------------
     def explain(self, x, **options) -> Attributions:  # pragma: no cover - every subclass implements it
+        """Attributions of ``x``; each method documents its options.
+
+        Parameters
+        ----------
+        x : array, list of arrays, or tf.data.Dataset
+            The samples, one array ``(n, *input_shape)`` per model input.
+        **options
+            The method's options (``ranked_outputs``, ``output_rank_order``, ...).
+        """
         raise NotImplementedError
 
     def shap_values(self, X, ranked_outputs=None, output_rank_order="max", check_additivity=True):
@@ -206,6 +255,24 @@ class CompiledExplainer:
         ``data`` is ``X``); ``base_values`` holds each sample's base values, ``(n, n_outputs)``,
         where shap's are None. Several inputs give one ``Explanation`` whose ``values`` and
         ``data`` are lists, as in shap.
+
+        Parameters
+        ----------
+        X : array or list of arrays
+            The samples.
+        check_additivity : bool, optional
+            As :meth:`shap_values` (None: this method's default).
+        **options
+            Passed to :meth:`explain`.
+
+        Returns
+        -------
+        shap.Explanation
+
+        Raises
+        ------
+        ImportError
+            shap is not installed.
         """
         try:
             from shap import Explanation
@@ -257,14 +324,30 @@ class CompiledExplainer:
                           **options)
 
     def explain_dataset(self, dataset, **options) -> Attributions:
-        """Explain every batch of a ``tf.data.Dataset`` and concatenate the results."""
+        """Explain every batch of a ``tf.data.Dataset`` and concatenate the results.
+
+        Parameters
+        ----------
+        dataset : tf.data.Dataset
+            Batches of samples (a tensor, or a tuple of tensors for several inputs).
+        **options
+            Passed to :meth:`explain`.
+        """
         parts = [self.explain(batch, **options) for batch in dataset]
         if not parts:
             raise ValueError("the dataset x is empty: expected at least one batch")
         return concatenate(parts, shared_base=np.ndim(parts[0].base_values) == 1 and parts[0].output_indices is None)
 
     def export(self, path, **options):
-        """Write a SavedModel that explains without tfshap (``method="deep"`` only)."""
+        """Write a SavedModel that explains without tfshap (``method="deep"`` only).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            A new or empty directory.
+        **options
+            See :meth:`tfshap.deep.DeepSHAPExplainer.export`.
+        """
         raise ValueError(f"export supports method='deep' only; this explainer uses method={self.method!r}")
 
 

@@ -19,7 +19,19 @@ class DeepSHAPExplainer(CompiledExplainer):
 
     Compiling traces the model on a paired batch and installs a rule on every op between
     the explained inputs and the output, so an op without an exact rule fails here, with
-    :class:`tfshap.UnsupportedOpError`, before anything runs. See :func:`tfshap.compile`.
+    :class:`tfshap.UnsupportedOpError`, before anything runs.
+
+    Parameters
+    ----------
+    model, background, output, inputs, batch_size, jit_compile
+        As :func:`tfshap.compile` takes them.
+    strategy : tf.distribute.Strategy, optional
+        Deal the chunks out to the strategy's devices (None: the strategy whose scope is open).
+    rules : str
+        The rule set (``tfshap.registry.rule_sets()``); ``"default"``.
+    vectorize_outputs : bool, optional
+        None: one backward pass vectorized over the outputs for models with a loop (an RNN);
+        True or False force it.
     """
 
     method = "deep"
@@ -49,7 +61,17 @@ class DeepSHAPExplainer(CompiledExplainer):
 
     # -- chunk sizes, from the data being explained ----------------------------------------------
     def batch_size(self, k: int, arrays=None, shared_references: bool = True) -> int:
-        """Pairs per chunk for ``k`` outputs: ``batch_size=`` or sized from memory and the shapes of ``arrays``."""
+        """Pairs per chunk for ``k`` outputs: ``batch_size=`` or sized from memory and the shapes of ``arrays``.
+
+        Parameters
+        ----------
+        k : int
+            Outputs explained per sample.
+        arrays : list of ndarray, optional
+            The samples (their row shapes size the chunks of variable-length inputs).
+        shared_references : bool
+            Whether every sample pairs with the same reference rows.
+        """
         if self._batch_size is not None:
             return self._batch_size
         if arrays is None and not all(spec.shape[1:].is_fully_defined() for spec in self.input_specs):
@@ -63,6 +85,11 @@ class DeepSHAPExplainer(CompiledExplainer):
 
         Static where the model's shapes are known; otherwise the model is traced once per
         row shape to learn them (variable-length inputs).
+
+        Parameters
+        ----------
+        row_shapes : list of tuple, optional
+            The shape of one row of each model input (None: the model's own).
         """
         rewritten = self.program.rewritten
         sources = [s.shape[1:] for s in rewritten.sources]
@@ -110,9 +137,9 @@ class DeepSHAPExplainer(CompiledExplainer):
         arrays = as_arrays(x, self.input_specs, "x", allow_integer=self._allow_integer)
         if hypothetical:
             self._check_one_hot_inputs(arrays)
-        refs = self.references_for(arrays, references)
+        refs = self._references_for(arrays, references)
         outputs = self.outputs_of(arrays)
-        index = self.output_index(outputs, ranked_outputs, output_rank_order)
+        index = self._output_index(outputs, ranked_outputs, output_rank_order)
         k = index.shape[1]
         chunk = self.program.chunk(k, "hypothetical" if hypothetical else "contributions")
         try:
@@ -124,7 +151,7 @@ class DeepSHAPExplainer(CompiledExplainer):
         base = sums.reference_outputs / counts[:, None]
         base = base[0] if refs.shared else base
         contributions = [v * a[..., None] for v, a in zip(values, arrays)] if hypothetical else values
-        result = self.attributions(contributions, base, outputs, index, ranked_outputs is not None, arrays)
+        result = self._attributions(contributions, base, outputs, index, ranked_outputs is not None, arrays)
         if hypothetical:  # the additivity error above is of the contributions h · x; the values are h
             result.values = _one_or_list([v.astype(self.output_dtype.as_numpy_dtype) for v in values])
         return result
@@ -138,15 +165,38 @@ class DeepSHAPExplainer(CompiledExplainer):
                 output_rank_order="max") -> Attributions:
         """Values from per-reference multipliers, combined in Python by kundajelab's ``combine_mult_and_diffref``.
 
-        ``combine_mult_and_diffref(mult, orig_inp, bg_data)`` is called once per sample and
-        explained output with ``mult`` (one ``(K, *shape)`` multiplier array per input),
-        ``orig_inp`` (one ``(*shape)`` array per input) and ``bg_data`` (one ``(K, *shape)``
-        array per input); it returns one ``(*shape)`` array per input.
+        The multipliers of every pair are computed in the same batched chunks as
+        :meth:`explain`; only the combining runs in Python, once per sample and output.
+
+        Parameters
+        ----------
+        x : array or list of arrays
+            The samples.
+        combine_mult_and_diffref : callable
+            ``fn(mult, orig_inp, bg_data)``, called with ``mult`` (one ``(K, *shape)``
+            multiplier array per input), ``orig_inp`` (one ``(*shape)`` array per input) and
+            ``bg_data`` (one ``(K, *shape)`` array per input); returns one ``(*shape)`` array
+            per input.
+        references : array or list of arrays, optional
+            Per-sample references, as in :meth:`explain`.
+        ranked_outputs, output_rank_order
+            As in :meth:`explain`.
+
+        Returns
+        -------
+        Attributions
+            ``values`` are the combined arrays; ``base_values`` the mean output over each
+            sample's references.
+
+        Raises
+        ------
+        ValueError
+            The combiner returned the wrong number of arrays or a wrong shape (naming the sample).
         """
         arrays = as_arrays(x, self.input_specs, "x", allow_integer=self._allow_integer)
-        refs = self.references_for(arrays, references)
+        refs = self._references_for(arrays, references)
         outputs = self.outputs_of(arrays)
-        index = self.output_index(outputs, ranked_outputs, output_rank_order)
+        index = self._output_index(outputs, ranked_outputs, output_rank_order)
         n, k = index.shape
         chunk = self.program.chunk(k, "multipliers")
         batch = self.batch_size(k, arrays, refs.shared)
@@ -166,7 +216,7 @@ class DeepSHAPExplainer(CompiledExplainer):
         except tf.errors.InvalidArgumentError as error:
             raise from_run_time_error(error, self.layer_of) from None
         base = _reference_means(self, refs, n)
-        return self.attributions(values, base, outputs, index, ranked_outputs is not None, arrays)
+        return self._attributions(values, base, outputs, index, ranked_outputs is not None, arrays)
 
     def _combine_one(self, sample: int, parts, arrays, refs: References, fn, values) -> None:
         multipliers = [np.concatenate([p[0][i] for p in parts]) for i in range(len(arrays))]
@@ -190,6 +240,18 @@ class DeepSHAPExplainer(CompiledExplainer):
         """Write a SavedModel with ``explain(x)`` (or ``explain(x, references)``) and ``serving_default``.
 
         Loading it needs TensorFlow only. See :func:`tfshap.export.export`.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            A new or empty directory.
+        per_sample_references : bool, optional
+            Take ``(x, references)`` instead of baking the background in (None: when the
+            background is a function).
+
+        Returns
+        -------
+        pathlib.Path
         """
         from .export import export
 
@@ -226,3 +288,6 @@ def _probe_row_sizes(traced, row_shapes) -> tuple[int, int]:
 
 def _one_or_list(arrays: list):
     return arrays[0] if len(arrays) == 1 else arrays
+
+
+__all__ = ["DeepSHAPExplainer"]

@@ -95,19 +95,21 @@ class DeepExplainer:
         per-reference multipliers of each sample (see :meth:`DeepSHAPExplainer.combine`).
     output : str, optional
         As :func:`compile` (e.g. ``"logits"``).
+    inputs : str, optional
+        As :func:`compile`: a layer whose output is attributed to (e.g. ``"embedding"``).
     batch_size : int, optional
         As :func:`compile`.
     """
 
     def __init__(self, model, data, session=None, learning_phase_flags=None, combine_mult_and_diffref=None, *,
-                 output=None, batch_size=None):
+                 output=None, inputs=None, batch_size=None):
         if session is not None:
             raise ValueError("session is a TensorFlow 1 argument; tfshap runs on TensorFlow 2 and takes none")
         if combine_mult_and_diffref is not None and not callable(combine_mult_and_diffref):
             raise ValueError("combine_mult_and_diffref must be a function fn(mult, orig_inp, bg_data); "
                              f"got {combine_mult_and_diffref!r}")
         self.combine_mult_and_diffref = combine_mult_and_diffref
-        self.explainer = compile(model, data, output=output, batch_size=batch_size)
+        self.explainer = compile(model, data, output=output, inputs=inputs, batch_size=batch_size)
 
     @property
     def expected_value(self):
@@ -115,6 +117,15 @@ class DeepExplainer:
         return self.explainer.expected_value
 
     def explain(self, X, **options):
+        """tfshap's own result for ``X`` (:class:`tfshap.Attributions`).
+
+        Parameters
+        ----------
+        X : array or list of arrays
+            The samples.
+        **options
+            As :meth:`tfshap.deep.DeepSHAPExplainer.explain` (``references``, ``ranked_outputs``, ...).
+        """
         if self.combine_mult_and_diffref is None:
             return self.explainer.explain(X, **options)
         return self.explainer.combine(X, self.combine_mult_and_diffref, **options)
@@ -122,8 +133,19 @@ class DeepExplainer:
     def shap_values(self, X, ranked_outputs=None, output_rank_order="max", check_additivity=True):
         """As shap's: ``(n, *input_shape, n_outputs)`` per input; with ``ranked_outputs``, ``(values, indexes)``.
 
-        With ``combine_mult_and_diffref`` the additivity check applies only where the
-        combiner returns ordinary contributions; hypothetical contributions are not checked.
+        With ``combine_mult_and_diffref`` the values are the combiner's, which need not add
+        up (hypothetical contributions do not), so they are not checked.
+
+        Parameters
+        ----------
+        X : array or list of arrays
+            The samples.
+        ranked_outputs : int, optional
+            Explain only each sample's top ``ranked_outputs`` outputs.
+        output_rank_order : {"max", "min", "max_abs"}
+            How outputs are ranked.
+        check_additivity : bool
+            Raise :class:`tfshap.AdditivityError` when the sums miss by more than rounding explains.
         """
         result = self.explain(X, ranked_outputs=ranked_outputs, output_rank_order=output_rank_order)
         if check_additivity and self.combine_mult_and_diffref is None:
@@ -131,5 +153,17 @@ class DeepExplainer:
         return result.values if ranked_outputs is None else (result.values, result.output_indices)
 
     def __call__(self, X):
-        """A ``shap.Explanation`` of ``X``, as ``shap.DeepExplainer(...)(X)`` returns (see ``CompiledExplainer.__call__``)."""
+        """A ``shap.Explanation`` of ``X``, as ``shap.DeepExplainer(...)(X)`` returns.
+
+        Parameters
+        ----------
+        X : array or list of arrays
+            The samples.
+
+        Returns
+        -------
+        shap.Explanation
+            ``values`` as :meth:`shap_values` returns them, ``data`` is ``X``, ``base_values``
+            each sample's base values (shap's are None).
+        """
         return self.explainer(X)

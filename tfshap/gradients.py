@@ -277,6 +277,18 @@ class PathExplainer(CompiledExplainer):
     ``convergence_delta`` (``sum(values) − (f(x) − E f(reference))``, per sample and
     output) says how far the estimate is from complete; ``additivity_error`` is its largest
     magnitude.
+
+    Parameters
+    ----------
+    model, background, output, batch_size, jit_compile
+        As :func:`tfshap.compile` takes them (``batch_size``: (sample, reference, α) rows per chunk).
+    method : {"expected_gradients", "integrated_gradients"}
+        Which path method.
+    inputs : None
+        Path methods attribute to the model inputs only.
+    **options
+        ``nsamples``, ``local_smoothing``, ``rseed`` (expected gradients); ``steps``, ``rule``
+        (integrated gradients).
     """
 
     checks_additivity_by_default = False
@@ -307,7 +319,13 @@ class PathExplainer(CompiledExplainer):
         return f"none ({self.method}: the model's plain gradients, no rewrite)"
 
     def batch_size(self, k: int) -> int:
-        """Rows (sample, reference, α) per chunk."""
+        """Rows (sample, reference, α) per chunk.
+
+        Parameters
+        ----------
+        k : int
+            Outputs explained per sample.
+        """
         if self._batch_size is not None:
             return self._batch_size
         elements = sum(int(np.prod(s.shape[1:])) for s in self.traced.input_specs)
@@ -315,7 +333,21 @@ class PathExplainer(CompiledExplainer):
 
     # -- explaining ---------------------------------------------------------------------------
     def explain(self, x, *, ranked_outputs: int | None = None, output_rank_order: str = "max") -> Attributions:
-        """Attributions of ``x`` (an array, a list of arrays, or a ``tf.data.Dataset``), with ``convergence_delta``."""
+        """Attributions of ``x``, with ``convergence_delta``.
+
+        Parameters
+        ----------
+        x : array, list of arrays, or tf.data.Dataset
+            The samples.
+        ranked_outputs : int, optional
+            Explain only each sample's top ``ranked_outputs`` outputs.
+        output_rank_order : {"max", "min", "max_abs"}
+            How outputs are ranked.
+
+        Returns
+        -------
+        Attributions
+        """
         if isinstance(x, tf.data.Dataset):
             merged = self.explain_dataset(x, ranked_outputs=ranked_outputs, output_rank_order=output_rank_order)
             return dataclasses.replace(
@@ -326,8 +358,19 @@ class PathExplainer(CompiledExplainer):
     def estimate(self, x, *, ranked_outputs=None, output_rank_order="max", nsamples=None, rseed=None, variances=False):
         """``(Attributions, variances or None)``; ``nsamples``/``rseed`` override the compile options.
 
-        ``variances`` (expected gradients only) has the layout of ``values``: the variance of
-        each estimate (the mean of ``nsamples`` draws), i.e. the per-draw variance / ``nsamples``.
+        Parameters
+        ----------
+        x : array or list of arrays
+            The samples.
+        ranked_outputs, output_rank_order
+            As in :meth:`explain`.
+        nsamples : int, optional
+            Draws per sample (expected gradients).
+        rseed : int, optional
+            Fixes the draws.
+        variances : bool
+            Also return the variance of each estimate (expected gradients only), in the
+            layout of ``values``: the per-draw variance / ``nsamples``.
         """
         nsamples = self.nsamples if nsamples is None else _positive_int(nsamples, "nsamples")
         rseed = self.rseed if rseed is None else _seed(rseed)
@@ -338,7 +381,7 @@ class PathExplainer(CompiledExplainer):
         arrays = as_arrays(x, self.input_specs, "x", allow_integer=False)
         outputs = self.outputs_of(arrays)
         base = self.expected_value
-        index = self.output_index(outputs, ranked_outputs, output_rank_order)
+        index = self._output_index(outputs, ranked_outputs, output_rank_order)
         k = index.shape[1]
         rng = np.random.default_rng(rseed)
         rows = self._rows(len(outputs), nsamples, rng)
@@ -347,7 +390,7 @@ class PathExplainer(CompiledExplainer):
             self.paths.chunk(k, variances), arrays, self.background, index, rows, self.batch_size(k), seed, variances
         )
         delta = convergence_delta(sums, base[index], np.take_along_axis(outputs, index, axis=1))
-        attributions = self.attributions(sums, base, outputs, index, ranked_outputs is not None, arrays,
+        attributions = self._attributions(sums, base, outputs, index, ranked_outputs is not None, arrays,
                                          convergence_delta=delta)
         dtype = self.output_dtype.as_numpy_dtype
         if not variances:
@@ -361,7 +404,17 @@ class PathExplainer(CompiledExplainer):
         return integrated_gradient_rows(n, n_references, self.steps, self.rule)
 
     def shap_values(self, X, ranked_outputs=None, output_rank_order="max", check_additivity=False):
-        """As ``DeepExplainer.shap_values``; the sums are estimates, so the additivity check is off by default."""
+        """As ``DeepExplainer.shap_values``; the sums are estimates, so the additivity check is off by default.
+
+        Parameters
+        ----------
+        X : array or list of arrays
+            The samples.
+        ranked_outputs, output_rank_order
+            As in :meth:`explain`.
+        check_additivity : bool
+            Raise :class:`tfshap.AdditivityError` when the estimate misses by more than rounding.
+        """
         return super().shap_values(X, ranked_outputs, output_rank_order, check_additivity)
 
 
@@ -380,6 +433,19 @@ class GradientExplainer:
     ``rseed`` fixes the draws (background rows, then α, from ``numpy.random.default_rng``);
     the smoothing noise is drawn in the graph per chunk, so it also depends on ``batch_size``
     (and on ``jit_compile`` through ``tfshap.compile``).
+
+    Parameters
+    ----------
+    model : Keras model, (inputs, outputs) pair, or path
+        As :func:`tfshap.compile` takes it.
+    data : array or list of arrays
+        The background rows.
+    batch_size : int
+        (sample, draw) rows per pass.
+    local_smoothing : float
+        The std of Gaussian noise added to ``x``.
+    session : None
+        A TensorFlow 1 argument of shap's; must be None.
     """
 
     def __init__(self, model, data, batch_size=50, local_smoothing=0, *, session=None):
@@ -402,6 +468,21 @@ class GradientExplainer:
         ``variances`` has the layout of ``values`` and is the variance of each estimate, i.e.
         the unbiased per-draw variance divided by ``nsamples`` (shap divides by
         ``sqrt(nsamples)`` instead, and uses the biased per-draw variance).
+
+        Parameters
+        ----------
+        X : array or list of arrays
+            The samples.
+        nsamples : int
+            Draws per sample.
+        ranked_outputs : int, optional
+            Explain only each sample's top ``ranked_outputs`` outputs.
+        output_rank_order : {"max", "min", "max_abs"}
+            How outputs are ranked.
+        rseed : int, optional
+            Fixes the draws.
+        return_variances : bool
+            Also return the variance of each estimate.
         """
         attributions, variances = self.explainer.estimate(
             X,
@@ -417,3 +498,31 @@ class GradientExplainer:
         if ranked_outputs is not None:
             result += (attributions.output_indices,)
         return result[0] if len(result) == 1 else result
+
+    def __call__(self, X, nsamples=200):
+        """A ``shap.Explanation`` of ``X``, as ``shap.GradientExplainer(...)(X)`` returns (needs shap).
+
+        Parameters
+        ----------
+        X : array or list of arrays
+            The samples.
+        nsamples : int
+            Draws per sample.
+
+        Returns
+        -------
+        shap.Explanation
+            ``values`` as :meth:`shap_values` returns them, ``data`` is ``X``, and each
+            sample's base values (shap's are None).
+        """
+        try:
+            from shap import Explanation
+        except ImportError as exc:
+            raise ImportError("calling an explainer returns a shap.Explanation, which needs shap: "
+                              "python -m pip install shap (or use .shap_values(X))") from exc
+        attributions, _ = self.explainer.estimate(X, nsamples=nsamples)
+        base = np.broadcast_to(attributions.base_values, np.shape(attributions.outputs)).copy()
+        return Explanation(values=attributions.values, base_values=base, data=X)
+
+
+__all__ = ["GradientExplainer", "PathExplainer"]

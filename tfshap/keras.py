@@ -41,7 +41,21 @@ class AttributionCallback(keras.callbacks.Callback, tf_keras.callbacks.Callback)
     """Explains ``samples`` against ``background`` every ``every_n_epochs`` epochs of ``fit``.
 
     ``history`` holds one :class:`~tfshap.Attributions` per logged epoch and ``epochs`` the
-    epoch indices they belong to. ``output`` is a layer name, as in :func:`tfshap.compile`.
+    epoch indices they belong to. The explainer is compiled on the first logged epoch and
+    reads each later epoch's weights without recompiling.
+
+    Parameters
+    ----------
+    samples : array or list of arrays
+        The rows explained at each logged epoch.
+    background : array, list of arrays, or function
+        The references, as :func:`tfshap.compile` takes them.
+    log_dir : str or PathLike, optional
+        Write TensorBoard summaries there (tags beginning with ``attributions``).
+    every_n_epochs : int
+        Log every n-th epoch.
+    output : str, optional
+        As in :func:`tfshap.compile`: None, ``"logits"`` or a layer name.
     """
 
     def __init__(self, samples, background, log_dir=None, every_n_epochs=1, output=None):
@@ -70,9 +84,25 @@ class AttributionCallback(keras.callbacks.Callback, tf_keras.callbacks.Callback)
         self._model = model
 
     def set_model(self, model):
+        """Keras sets the model being trained (either Keras).
+
+        Parameters
+        ----------
+        model : Keras model
+            The model ``fit`` trains.
+        """
         self._model = model
 
     def on_epoch_end(self, epoch, logs=None):
+        """Explain ``samples`` with this epoch's weights, every ``every_n_epochs`` epochs.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch just ended, from 0.
+        logs : dict, optional
+            Keras's metrics (unused).
+        """
         if (epoch + 1) % self.every_n_epochs:
             return
         result = self._compiled().explain(self.samples)
@@ -82,6 +112,13 @@ class AttributionCallback(keras.callbacks.Callback, tf_keras.callbacks.Callback)
             self._write_summaries(result, int(epoch))
 
     def on_train_end(self, logs=None):
+        """Close the TensorBoard writer.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            Keras's metrics (unused).
+        """
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -153,3 +190,6 @@ def heatmaps(values: np.ndarray, output_index: np.ndarray) -> np.ndarray:
     rgb = np.stack([1 - np.maximum(-s, 0), 1 - np.abs(s), 1 - np.maximum(s, 0)], axis=-1)
     zoom = max(1, min(-(-MIN_IMAGE_SIDE // min(maps.shape[1:])), MAX_IMAGE_SIDE // max(maps.shape[1:])))
     return rgb.repeat(zoom, axis=1).repeat(zoom, axis=2).astype(np.float32)
+
+
+__all__ = ["AttributionCallback"]

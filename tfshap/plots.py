@@ -303,3 +303,6 @@ def logo(
     elif path is not None:
         plt.close(fig)
     return fig
+
+
+__all__ = ["image", "logo"]

@@ -295,6 +295,17 @@ def rule_sets() -> list[str]:
 
 
 def rules(rule_set: str = DEFAULT_RULES) -> list[Rule]:
-    """Every rule of ``rule_set`` (the default rules, with that set's replacements), sorted by family then op type."""
+    """Every registered rule, sorted by family then op type.
+
+    Parameters
+    ----------
+    rule_set : str
+        A rule set (``rule_sets()``): the default rules, with that set's replacements.
+
+    Returns
+    -------
+    list of Rule
+        Each with ``op_type``, ``family``, ``doc`` (its formula) and ``plan``.
+    """
     chosen = {op_type: lookup(op_type, rule_set) for op_type, _ in _rules}
     return sorted(chosen.values(), key=lambda r: (r.family, r.op_type))

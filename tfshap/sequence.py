@@ -571,3 +571,6 @@ def write_modisco_inputs(directory, onehot, hypothetical) -> tuple[Path, Path]:
     np.savez_compressed(ohe, sequences.astype(np.int8).transpose(0, 2, 1))
     np.savez(shap, scores.transpose(0, 2, 1))
     return ohe, shap
+
+
+__all__ = ["one_hot", "dinuc_shuffle", "shuffled_references", "chrombpnet_like", "profile_target", "write_modisco_inputs"]

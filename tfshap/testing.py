@@ -1,5 +1,6 @@
 """Helpers for checking explanations against float64 ground truth, shared by the tests and the tools."""
 
+
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +12,13 @@ def floatx(K, dtype: str):
 
     Keras 3 caches its global dtype policy the first time it is read, after which
     ``set_floatx`` no longer changes the dtype of new layers: the policy is set too.
+
+    Parameters
+    ----------
+    K : module
+        ``tf_keras`` or ``keras``.
+    dtype : str
+        ``"float64"``, ``"float32"``, ...
     """
     before = K.backend.floatx()
     policy = K.config.dtype_policy() if hasattr(K, "config") and hasattr(K.config, "set_dtype_policy") else None
@@ -41,6 +49,13 @@ def replaced_rule(op_type: str, gradient):
     Rules are installed when compiling, so an explainer compiled inside the block keeps the
     replacement. One gradient per op type is registered with TensorFlow, once, whatever the
     number of replacements.
+
+    Parameters
+    ----------
+    op_type : str
+        The op type whose rule is replaced.
+    gradient : callable
+        ``gradient(op, *grads) -> list``, as :func:`tfshap.register_rule` takes it.
     """
     from . import registry
 
@@ -54,3 +69,6 @@ def replaced_rule(op_type: str, gradient):
         _REPLACEMENTS.pop(op_type, None)
         if previous is not None:
             registry.restore_rule(previous)
+
+
+__all__ = ["floatx", "replaced_rule"]
