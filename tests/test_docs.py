@@ -92,11 +92,19 @@ def test_every_parameter_is_in_the_docstring(qualified):
     assert not missing, f"{qualified}: parameters without a Parameters entry in its docstring: {missing}"
 
 
+def _code_spans() -> list[str]:
+    """Every `backticked` span of docs/reference.md (headings' included)."""
+    return re.findall(r"`([^`]+)`", REFERENCE.read_text(encoding="utf-8"))
+
+
 @pytest.mark.parametrize("qualified", sorted(PUBLIC))
 def test_every_callable_and_parameter_is_in_the_reference(qualified):
-    text = REFERENCE.read_text(encoding="utf-8")
-    short = qualified.split(".", 1)[1] if qualified.startswith("tfshap.") else qualified
-    leaf = qualified.rsplit(".", 1)[1]
-    assert f"`{short}" in text or f"`{leaf}(" in text or f"### `{leaf}" in text, f"docs/reference.md does not name {qualified}"
+    spans = _code_spans()
+    parts = qualified.split(".")
+    names = {".".join(parts[i:]) for i in range(1, len(parts) - 1)} | {parts[-1]}
+    named = [span for span in spans
+             if any(re.search(rf"(^|[\s.(]){re.escape(name)}(\(|$|\s)", span) for name in names)]
+    assert named, f"docs/reference.md does not name {qualified} in backticks"
     for parameter in _parameters(PUBLIC[qualified]):
-        assert f"`{parameter}" in text, f"docs/reference.md does not name parameter {parameter!r} of {qualified}"
+        assert any(re.search(rf"(?<![\w]){re.escape(parameter)}(?![\w])", span) for span in spans), \
+            f"docs/reference.md does not name parameter {parameter!r} of {qualified}"
