@@ -22,8 +22,16 @@ import tensorflow as tf
 
 from tfshap.errors import MISMATCH_MARKER
 from tfshap.graph import batch_axis_refusal
-from tfshap.pair import assert_same_for_sample_and_reference, cached_multipliers, close, halves, on_foreground, ratio
-from tfshap.pair import unbroadcast, varying_inputs
+from tfshap.pair import (
+    assert_same_for_sample_and_reference,
+    cached_multipliers,
+    close,
+    halves,
+    on_foreground,
+    ratio,
+    unbroadcast,
+    varying_inputs,
+)
 from tfshap.registry import APPLY, KEEP, Refusal, linear, rule
 
 #: Why ``jit_compile=True`` is refused wherever a mask is checked.

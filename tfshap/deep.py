@@ -8,7 +8,14 @@ import tensorflow as tf
 from . import registry
 from .attributions import Attributions
 from .base import CompiledExplainer
-from .batching import MAX_PAIRS_PER_CHUNK, References, default_batch_size, run_pair_multipliers, run_tiles, strategy_devices
+from .batching import (
+    MAX_PAIRS_PER_CHUNK,
+    References,
+    default_batch_size,
+    run_pair_multipliers,
+    run_tiles,
+    strategy_devices,
+)
 from .errors import from_run_time_error
 from .program import Program
 from .validate import as_arrays

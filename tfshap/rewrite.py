@@ -19,7 +19,15 @@ import tensorflow as tf
 
 from . import _tf_private, registry
 from .errors import CompileError, OpProblem, UnsupportedOpError
-from .graph import BRANCH_OPS, CALL_OPS, WHILE_OPS, reaching_loop_vars, reaching_tensors, varying_loop_vars, varying_tensors
+from .graph import (
+    BRANCH_OPS,
+    CALL_OPS,
+    WHILE_OPS,
+    reaching_loop_vars,
+    reaching_tensors,
+    varying_loop_vars,
+    varying_tensors,
+)
 from .pair import mark_varying
 
 
