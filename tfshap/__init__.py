@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from . import plots
 from . import rewrite_rules as _rules  # noqa: F401  (registers every rule once, at import)
+from ._version import __version__ as __version__
 from .attributions import Attributions
 from .errors import AdditivityError, CompileError, MaskMismatchError, UnsupportedOpError
 from .explainers import CompiledExplainer, DeepExplainer, compile
 from .gradients import GradientExplainer
 from .registry import register_rule, rules
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

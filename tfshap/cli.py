@@ -387,7 +387,8 @@ def _add_allow_lambda(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    """The whole command line; importing nothing beyond the standard library."""
+    from ._version import __version__
 
     parser = _Parser(
         prog="tfshap", description="Exact DeepSHAP attributions for TensorFlow 2 and Keras models, as a compiler pass."
@@ -429,10 +430,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """The parsed command line; ``--help``, ``--version`` and usage errors exit here, before TensorFlow is imported."""
+    return build_parser().parse_args(argv)
+
+
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    import tfshap
+    """``tfshap ARGV``: the exit status (the console script enters through ``_tfshap_cli.main``)."""
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command: errors become one line on stderr and an exit status."""
+    from . import _quiet
+
+    _quiet.quiet_defaults()
+    with _quiet.tensorflow_logs_filtered():
+        import tfshap
 
     try:
         return args.func(args)
