@@ -275,7 +275,7 @@ def test_large_inputs_are_memory_mapped_and_explained_in_blocks(capsys, files, t
 
     x = np.random.default_rng(1).random((23, 8, 8, 1), dtype=np.float32)
     np.save(tmp_path / "many.npy", x)
-    assert isinstance(cli._load_arrays(tmp_path / "many.npy", "--inputs", ["x"], mmap=True)[0], np.memmap)
+    assert isinstance(cli.load_arrays(tmp_path / "many.npy", "--inputs", ["x"], mmap=True)[0], np.memmap)
     monkeypatch.setattr(stream, "MAX_BLOCK_ROWS", 5)  # 5 blocks, appended to a scratch .npy
     status, out, err = run(
         capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", tmp_path / "many.npy",
