@@ -22,18 +22,19 @@ import pytest
 
 beam = pytest.importorskip("apache_beam")
 
-import tfshap  # noqa: E402
-from apache_beam.internal.cloudpickle import cloudpickle  # noqa: E402
-from apache_beam.ml.inference.base import PredictionResult, RunInference  # noqa: E402
+from apache_beam.internal.cloudpickle import cloudpickle
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
-from tfshap import beam as tb  # noqa: E402
-from tfshap import cli  # noqa: E402
+import tfshap
+from tfshap import beam as tb
+from tfshap import cli
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 EPS32 = 2.0**-23
 STEPS, FEATURES = 4, 2  # the masked model's rows: the last step is padding (zeros)
 N_BACKGROUND, N_ROWS, ROWS_PER_BATCH = 6, 12, 4
+MASKED_WIDTH, TWO_WIDTH = max(5, N_BACKGROUND), max(6, N_BACKGROUND)  # the longest sum in each model
 
 
 def _tolerance(width: int, *magnitudes: np.ndarray) -> float:
@@ -142,6 +143,20 @@ class FailsFirstBundle(tb.ExplainModelHandler):
         return super().run_inference(batch, model, inference_args)
 
 
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _dead_letters(out) -> list[dict]:
+    """The JSON lines of ``out/failed-*.jsonl``."""
+    found = []
+    for path in glob.glob(os.path.join(str(out), "failed-*.jsonl")):
+        with open(path) as f:
+            found += [json.loads(line) for line in f]
+    return found
+
+
 def _load_saved(directory) -> dict:
     found = {}
     for path in glob.glob(os.path.join(directory, "*.npz")):
@@ -190,12 +205,12 @@ def test_exported_savedmodel_explains_on_workers_that_cannot_import_tfshap(model
     assert not any(bool(s["tfshap_imported"]) for s in saved)
     assert os.getpid() not in {int(s["pid"]) for s in saved}
     ref = reference["masked"]
-    tol = _tolerance(max(5, N_BACKGROUND), ref.values, ref.outputs)
+    tol = _tolerance(MASKED_WIDTH, ref.values, ref.outputs)
     for s in saved:
         (i,) = [i for i in range(N_ROWS) if np.array_equal(s["x_0"], rows[i])]
         np.testing.assert_allclose(s["values_0"], ref.values[i], rtol=0, atol=tol)
         np.testing.assert_allclose(s["outputs"], ref.outputs[i], rtol=0, atol=tol)
-    failures = [json.load(open(p)) for p in glob.glob(str(out / "*.json"))]
+    failures = [_read_json(path) for path in glob.glob(str(out / "*.json"))]
     assert len(failures) == 1 and np.array_equal(failures[0]["x_0"], bad)
     assert failures[0]["error"].startswith("MaskMismatchError: the mask or condition used by 'sequential/masking/Cast'")
 
@@ -211,7 +226,7 @@ def test_a_failing_batch_is_explained_in_halves_down_to_the_failing_row(models, 
     assert [r.inference.get("error", "").split(":")[0] for r in results] == [""] * 5 + ["MaskMismatchError"] + [""] * 2
     assert all(r.example is row for r, row in zip(results, rows))
     ref = reference["masked"]
-    tol = _tolerance(max(5, N_BACKGROUND), ref.values, ref.outputs)
+    tol = _tolerance(MASKED_WIDTH, ref.values, ref.outputs)
     for i in (0, 1, 2, 3, 4, 6, 7):
         np.testing.assert_allclose(results[i].inference["values"], ref.values[i], rtol=0, atol=tol)
         assert results[i].inference["additivity_error"] < tol
@@ -239,12 +254,13 @@ def test_rows_over_the_additivity_tolerance_fail_alone(models, tmp_path):
     assert all(r.inference["error"].startswith("AdditivityError") for r in results if "error" in r.inference)
 
 
-def test_relative_tolerances_are_tfshaps():
-    import tensorflow as tf
-
+def test_the_savedmodel_workers_copies_of_tfshap_constants_agree():
+    """The SavedModel workers cannot import tfshap: the tolerances and the mask marker are copies."""
     from tfshap.explainers import _RELATIVE_TOLERANCE
+    from tfshap.rewrite_rules.mask import MISMATCH_MARKER
 
     assert {dtype.name: tol for dtype, tol in _RELATIVE_TOLERANCE.items()} == tb.RELATIVE_TOLERANCE
+    assert tb._MASK_MISMATCH.pattern.startswith(MISMATCH_MARKER + " ")
 
 
 def test_row_checks_say_what_was_expected():
@@ -257,6 +273,22 @@ def test_row_checks_say_what_was_expected():
         tb.row_arrays((np.array([np.nan, np.inf, 0]), np.zeros((4, 2))), specs)
     a, b = tb.row_arrays((np.zeros(3, np.float64), np.zeros((7, 2))), specs)
     assert a.dtype == np.float32 and b.shape == (7, 2)
+
+
+def test_files_are_copied_through_beams_filesystems(tmp_path):
+    """What the workers do with a remote model or background (gs://, ...), here through Beam's local filesystem."""
+    (tmp_path / "model" / "variables").mkdir(parents=True)
+    (tmp_path / "model" / "saved_model.pb").write_bytes(b"graph")
+    (tmp_path / "model" / "variables" / "variables.index").write_bytes(b"index")
+    np.save(tmp_path / "bg.npy", np.arange(6.0))
+    tb.copy_files(str(tmp_path / "model"), str(tmp_path / "copy" / "model"))
+    tb.copy_files(str(tmp_path / "bg.npy"), str(tmp_path / "copy" / "bg.npy"))
+    assert (tmp_path / "copy" / "model" / "variables" / "variables.index").read_bytes() == b"index"
+    assert (tmp_path / "copy" / "model" / "saved_model.pb").read_bytes() == b"graph"
+    np.testing.assert_array_equal(np.load(tmp_path / "copy" / "bg.npy"), np.arange(6.0))
+    with pytest.raises(ValueError, match="no file or directory"):
+        tb.copy_files(str(tmp_path / "missing"), str(tmp_path / "x"))
+    assert tb.localize(str(tmp_path / "bg.npy")) == str(tmp_path / "bg.npy")  # local paths are used as they are
 
 
 def test_feature_spec_forms():
@@ -317,7 +349,7 @@ def two_files(models):
     return d, keys, {f"{d}/part-0.npz:2", f"{d}/part-1.tfrecord:6"}
 
 
-def _check_results(out, keys, ref, bad_keys, width=max(5, N_BACKGROUND)) -> None:
+def _check_results(out, keys, ref, bad_keys, width=MASKED_WIDTH) -> None:
     """The Parquet results hold every good key once, with in-process values; the dead letters hold the bad keys."""
     results = tb.load_results(str(out))
     order = np.argsort(results["key"])
@@ -332,8 +364,7 @@ def _check_results(out, keys, ref, bad_keys, width=max(5, N_BACKGROUND)) -> None
         np.testing.assert_allclose(got[order], expected[index], rtol=0, atol=tol)
     np.testing.assert_allclose(results["outputs"][order], ref.outputs[index], rtol=0, atol=tol)
     np.testing.assert_allclose(results["base_values"], np.tile(ref.base_values, (len(index), 1)), rtol=0, atol=tol)
-    failed = [json.loads(line) for path in glob.glob(str(out / "failed-*.jsonl")) for line in open(path)]
-    assert sorted(f["key"] for f in failed) == sorted(bad_keys)
+    assert sorted(f["key"] for f in _dead_letters(out)) == sorted(bad_keys)
 
 
 def test_a_worker_that_dies_in_its_first_bundle_costs_a_rerun_and_changes_nothing(models, reference, two_files, tmp_path):
@@ -349,8 +380,8 @@ def test_a_worker_that_dies_in_its_first_bundle_costs_a_rerun_and_changes_nothin
                                log=lines.append)
     assert (tmp_path / "died").exists() and summary.attempts == 2
     assert len(lines) == 1 and "running it again (attempt 2 of 2)" in lines[0]
-    _check_results(tmp_path / "out", keys + [f"{d}/part-1.tfrecord:6"], reference["two"], bad, width=max(6, N_BACKGROUND))
-    failed = {f["key"]: f["error"] for path in glob.glob(str(tmp_path / "out" / "failed-*.jsonl")) for f in map(json.loads, open(path))}
+    _check_results(tmp_path / "out", keys + [f"{d}/part-1.tfrecord:6"], reference["two"], bad, width=TWO_WIDTH)
+    failed = {f["key"]: f["error"] for f in _dead_letters(tmp_path / "out")}
     assert "NaN" in failed[f"{d}/part-0.npz:2"] and "for model input 0" in failed[f"{d}/part-0.npz:2"]
     assert "feature 'b' holds 2 values; expected 3" in failed[f"{d}/part-1.tfrecord:6"]
     assert (summary.rows_explained, summary.rows_failed) == (N_ROWS - 1, 2)

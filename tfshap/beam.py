@@ -55,8 +55,11 @@ from ._quiet import import_tensorflow, tensorflow_logs_filtered
 METRICS_NAMESPACE = "tfshap"
 #: Additivity errors are recorded in a Beam distribution (integers) in these units, rounded up.
 ERROR_UNIT = 1e-12
-#: Rows per Beam batch: at most this many, whatever the explainer's chunk.
-MAX_ROWS_PER_BATCH = 256
+#: Rows per Beam batch: at least this many (each explain call costs a forward pass over the background
+#: and the batch; at 10 rows a call it cost 20% more CPU than one call, at 64 rows 2%, digits CNN, K=100) ...
+MIN_ROWS_PER_BATCH = 64
+#: ... at most this many, and at most this many bytes of values (rows × input elements × outputs × 4).
+MAX_ROWS_PER_BATCH, VALUES_BYTES_PER_BATCH = 256, 64 << 20
 #: Pairs per batch for an exported SavedModel, whose chunk size the handler cannot read.
 SAVED_MODEL_PAIRS_PER_BATCH = 4096
 #: Relative additivity tolerance by output dtype; the same as tfshap's (the SavedModel workers cannot import it).
@@ -79,7 +82,25 @@ class RowSpec:
 
 
 def row_arrays(element, specs: list[RowSpec]) -> list[np.ndarray]:
-    """The arrays of one row (one per model input), checked and cast; a ValueError says what was expected."""
+    """The arrays of one row (one per model input), checked and cast to the input dtypes.
+
+    Parameters
+    ----------
+    element : array_like or tuple of array_like
+        One row: an array for one model input, a tuple (or list) of arrays for several.
+    specs : list of RowSpec
+        The model inputs.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per model input, without a batch axis.
+
+    Raises
+    ------
+    ValueError
+        Says what was expected: the number of arrays, numbers, the row shape, finite values.
+    """
     several = len(specs) > 1
     if several and (not isinstance(element, (tuple, list)) or len(element) != len(specs)):
         raise ValueError(f"expected a tuple of {len(specs)} arrays, one per model input; got {_describe(element)}")
@@ -148,6 +169,11 @@ class _CompiledRows:
         self.specs = [RowSpec(tuple(s.shape[1:]), s.dtype.name) for s in explainer.traced.input_specs]
         # ValueError includes MaskMismatchError and bad input; AssertionError is tfshap's AdditivityError.
         self.row_errors = (ValueError, AssertionError, tf.errors.InvalidArgumentError)
+        # explainer.tolerance is relative × max(1, |f(x)|, |E f(b)|); at zero outputs it is the relative
+        # tolerance itself (asked once: it reads the traced graph for the compute dtype). The path methods
+        # (expected and integrated gradients) only converge to additivity: they are not checked.
+        checked = getattr(explainer, "checks_additivity_by_default", True)
+        self.relative = float(explainer.tolerance(np.zeros(1), np.zeros(1))) if checked else math.inf
 
     def explain(self, arrays):
         result = self.explainer.explain(arrays if len(arrays) > 1 else arrays[0])
@@ -155,7 +181,7 @@ class _CompiledRows:
         return values, result.outputs, result.base_values
 
     def tolerance(self, outputs, base) -> float:
-        return self.explainer.tolerance(outputs, base)
+        return _scaled_tolerance(self.relative, outputs, base)
 
 
 #: The assertion an exported model raises where tfshap would raise MaskMismatchError (rewrite_rules/mask.py's marker).
@@ -192,8 +218,12 @@ class _SavedModelRows:
         return [v.numpy() for v in values], result["outputs"].numpy(), result["base_values"].numpy()
 
     def tolerance(self, outputs, base) -> float:
-        scale = max(1.0, float(np.max(np.abs(outputs), initial=0)), float(np.max(np.abs(base), initial=0)))
-        return self.relative * scale
+        return _scaled_tolerance(self.relative, outputs, base)
+
+
+def _scaled_tolerance(relative: float, outputs, base) -> float:
+    """tfshap's additivity tolerance: ``relative · max(1, max|f(x)|, max|E f(background)|)``."""
+    return relative * max(1.0, float(np.max(np.abs(outputs), initial=0)), float(np.max(np.abs(base), initial=0)))
 
 
 # -- the handlers ------------------------------------------------------------------------------
@@ -275,7 +305,12 @@ class _RowHandler(ModelHandler):
         return kwargs
 
     def rows_per_batch(self) -> int:
-        """The default rows per Beam batch (computed once, where the pipeline is built)."""
+        """The default rows per Beam batch, computed once where the pipeline is built (it loads the model there).
+
+        Returns
+        -------
+        int
+        """
         if self._rows_per_batch is None:
             self._rows_per_batch = self._default_rows_per_batch()
         return self._rows_per_batch
@@ -315,9 +350,8 @@ class ExplainModelHandler(_RowHandler):
     allow_lambda : bool
         Load Lambda layers, whose Python code runs on loading (only for files you trust).
     min_batch_size, max_batch_size : int, optional
-        Rows per batch (Beam's ``BatchElements``); default: one chunk of the explainer's
-        (sample, background) pairs, ``batch_size // n_background`` rows, at most
-        ``MAX_ROWS_PER_BATCH``.
+        Rows per batch (Beam's ``BatchElements``); default: :func:`explainer_rows_per_batch`,
+        one chunk of the explainer's (sample, background) pairs, at least ``MIN_ROWS_PER_BATCH``.
     **compile_options
         Passed to ``tfshap.compile`` (``output``, ``inputs``, ``method``, ``batch_size``, ...).
 
@@ -337,23 +371,40 @@ class ExplainModelHandler(_RowHandler):
         self.compile_options = dict(compile_options)
 
     def load_model(self) -> _CompiledRows:
-        """The compiled explainer of this worker process."""
+        """The compiled explainer of this worker process, behind the handler's row interface.
+
+        Raises
+        ------
+        ValueError
+            The model or background cannot be loaded, or do not fit each other.
+        tfshap.UnsupportedOpError
+            The model has ops without an exact rule.
+        """
         tf = import_tensorflow()
         return _CompiledRows(self.compile(), tf)
 
     def compile(self):
-        """``tfshap.compile`` of the model and background files, as every worker does."""
+        """``tfshap.compile`` of the model and background files, as every worker does (remote files copied here).
+
+        Returns
+        -------
+        CompiledExplainer
+
+        Raises
+        ------
+        ValueError
+            As :meth:`load_model`.
+        """
         with tensorflow_logs_filtered():
             import tfshap
             from tfshap import cli
-        model = cli.load_model_file(self.model_path, allow_lambda=self.allow_lambda)
+        model = cli.load_model_file(localize(self.model_path), allow_lambda=self.allow_lambda)
         names = cli.model_input_names(model)
-        background = cli.load_arrays(self.background_path, "background_path", names)
+        background = cli.load_arrays(localize(self.background_path), "background_path", names)
         return tfshap.compile(model, background[0] if len(background) == 1 else background, **self.compile_options)
 
     def _default_rows_per_batch(self) -> int:
-        explainer = self.compile()
-        return rows_per_batch(explainer.batch_size(explainer.n_outputs), int(explainer.background[0].shape[0]))
+        return explainer_rows_per_batch(self.compile())
 
     def __repr__(self) -> str:
         return f"ExplainModelHandler({self.model_path!r}, {self.background_path!r})"
@@ -371,8 +422,7 @@ class SavedModelExplainHandler(_RowHandler):
         tfshap's for the model's output dtype (``RELATIVE_TOLERANCE``). Loosen it for a model
         that computes in float16 but outputs float32.
     min_batch_size, max_batch_size : int, optional
-        Rows per batch; default ``SAVED_MODEL_PAIRS_PER_BATCH // n_background`` rows, at most
-        ``MAX_ROWS_PER_BATCH``.
+        Rows per batch; default: :func:`rows_per_batch` of ``SAVED_MODEL_PAIRS_PER_BATCH`` pairs.
 
     Raises
     ------
@@ -388,22 +438,128 @@ class SavedModelExplainHandler(_RowHandler):
         self.relative_tolerance = relative_tolerance
 
     def load_model(self) -> _SavedModelRows:
-        """The SavedModel, loaded with ``tf.saved_model.load`` (tfshap is not imported)."""
+        """The SavedModel, loaded with ``tf.saved_model.load`` (tfshap is not imported), behind the row interface.
+
+        Raises
+        ------
+        OSError
+            No SavedModel at ``export_path`` (TensorFlow's error).
+        """
         tf = import_tensorflow()
         return _SavedModelRows(tf.saved_model.load(self.export_path), tf, self.relative_tolerance)
 
     def _default_rows_per_batch(self) -> int:
         tf = import_tensorflow()
-        background = [v for v in tf.saved_model.load(self.export_path).background]
-        return rows_per_batch(SAVED_MODEL_PAIRS_PER_BATCH, int(background[0].shape[0]))
+        loaded = tf.saved_model.load(self.export_path)
+        outputs = loaded.signatures["serving_default"].structured_outputs
+        elements = sum(math.prod(spec.shape[1:]) for name, spec in outputs.items() if name.startswith("values"))
+        return rows_per_batch(SAVED_MODEL_PAIRS_PER_BATCH, int(loaded.background[0].shape[0]), 4 * elements)
 
     def __repr__(self) -> str:
         return f"SavedModelExplainHandler({self.export_path!r})"
 
 
-def rows_per_batch(pairs: int, n_background: int) -> int:
-    """Rows whose (sample, background) pairs fill one chunk of ``pairs``: between 1 and ``MAX_ROWS_PER_BATCH``."""
-    return int(np.clip(pairs // max(n_background, 1), 1, MAX_ROWS_PER_BATCH))
+_LOCAL_COPIES: dict = {}
+
+
+def localize(path: str) -> str:
+    """``path`` itself if local; else a copy in a temporary directory of this process (made once per path).
+
+    Parameters
+    ----------
+    path : str
+        A local path, or a file or directory on a filesystem Beam reads (``gs://``, ``s3://``,
+        ``hdfs://``, ... where their Beam extra is installed).
+
+    Returns
+    -------
+    str
+        A local path.
+
+    Raises
+    ------
+    ValueError
+        Nothing is at ``path``.
+    """
+    if "://" not in path:
+        return path
+    if path not in _LOCAL_COPIES:
+        import tempfile
+
+        target = os.path.join(tempfile.mkdtemp(prefix="tfshap-beam-"), os.path.basename(path.rstrip("/")))
+        copy_files(path, target)
+        _LOCAL_COPIES[path] = target
+    return _LOCAL_COPIES[path]
+
+
+def copy_files(source: str, target: str) -> None:
+    """Copy a file, or a directory tree (a SavedModel), from any Beam filesystem to the local path ``target``.
+
+    Parameters
+    ----------
+    source : str
+        A file or directory that Beam's ``FileSystems`` reads.
+    target : str
+        The local path it is copied to (parent directories are made).
+
+    Raises
+    ------
+    ValueError
+        Nothing is at ``source``.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    source = source.rstrip("/")
+    found = FileSystems.match([source])[0].metadata_list
+    if found and found[0].path.rstrip("/") == source and not FileSystems.match([source + "/**"])[0].metadata_list:
+        pairs = [(source, target)]
+    else:
+        prefix = source + "/"
+        pairs = [(m.path, os.path.join(target, m.path[len(prefix):])) for m in FileSystems.match([prefix + "**"])[0].metadata_list]
+    if not pairs:
+        raise ValueError(f"no file or directory at {source!r}")
+    for remote, local in pairs:
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        with FileSystems.open(remote, compression_type="uncompressed") as f, open(local, "wb") as out:
+            shutil.copyfileobj(f, out)
+
+
+def rows_per_batch(pairs: int, n_background: int, values_bytes_per_row: int) -> int:
+    """Rows per Beam batch: one chunk of pairs, at least ``MIN_ROWS_PER_BATCH``, within the caps.
+
+    Parameters
+    ----------
+    pairs : int
+        The explainer's chunk, in (sample, background row) pairs.
+    n_background : int
+        Background rows.
+    values_bytes_per_row : int
+        The bytes of one row's values (input elements × outputs × 4).
+
+    Returns
+    -------
+    int
+        ``min(max(pairs // n_background, MIN_ROWS_PER_BATCH), MAX_ROWS_PER_BATCH,
+        VALUES_BYTES_PER_BATCH // values_bytes_per_row)``, at least 1.
+    """
+    rows = max(pairs // max(n_background, 1), MIN_ROWS_PER_BATCH)
+    return int(max(1, min(rows, MAX_ROWS_PER_BATCH, VALUES_BYTES_PER_BATCH // max(values_bytes_per_row, 1))))
+
+
+def explainer_rows_per_batch(explainer) -> int:
+    """:func:`rows_per_batch` for a compiled explainer.
+
+    Parameters
+    ----------
+    explainer : CompiledExplainer
+
+    Returns
+    -------
+    int
+    """
+    elements = sum(math.prod(s.shape[1:]) for s in explainer.traced.input_specs)
+    return rows_per_batch(explainer.batch_size(explainer.n_outputs), int(explainer.background[0].shape[0]),
+                          4 * elements * explainer.n_outputs)
 
 
 # -- the pipeline: sharded files in, Parquet out ------------------------------------------------
@@ -506,7 +662,21 @@ def _dims(shape) -> str:
 
 
 def file_kind(path: str) -> str:
-    """``NPY``, ``NPZ`` or ``TFRECORD`` from the file name; a ValueError for anything else."""
+    """``NPY``, ``NPZ`` or ``TFRECORD``, from the file name.
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        Another kind of file.
+    """
     lower = path.lower()
     if lower.endswith(NPY):
         return NPY
@@ -518,7 +688,22 @@ def file_kind(path: str) -> str:
 
 
 def match_inputs(pattern: str) -> list[str]:
-    """The files a glob pattern (local, or any filesystem Beam knows, e.g. ``gs://``) matches, sorted."""
+    """The files a glob pattern matches, sorted.
+
+    Parameters
+    ----------
+    pattern : str
+        A local glob (``**`` recurses), or one on any filesystem Beam knows (``gs://...``).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        It matches nothing, or a file that is not .npy, .npz or TFRecord.
+    """
     if "://" in pattern:
         from apache_beam.io.filesystems import FileSystems
 
@@ -547,9 +732,25 @@ def _open_array_file(path: str):
 def file_rows(path: str, layout: Layout):
     """``(key, row)`` for every row of one file; ``row`` is an error message where a record cannot be read.
 
-    The key is ``"<path>:<row index>"``; a row is an array (one model input) or a tuple of
-    arrays. ``.npz`` files hold one array per model input, named as the inputs or in input
-    order; TFRecord files hold ``tf.train.Example`` records read with ``layout.features``.
+    Parameters
+    ----------
+    path : str
+        A ``.npy`` file (one model input), a ``.npz`` file (one array per model input, named
+        as the inputs or in input order), or a TFRecord file of ``tf.train.Example`` records
+        (read with ``layout.features``).
+    layout : Layout
+        The model inputs.
+
+    Yields
+    ------
+    tuple
+        ``("<path>:<row index>", row)``: an array (one model input), a tuple of arrays, or a
+        ``str`` (what is wrong with a TFRecord record).
+
+    Raises
+    ------
+    ValueError
+        The file is not of a kind it reads.
     """
     kind = file_kind(path)
     if kind == TFRECORD:
@@ -618,8 +819,19 @@ class _ReadRows(beam.DoFn):
 
 
 def parquet_schema(layout: Layout):
-    """The results' Parquet schema: key, values (values_0, values_1, ... for several inputs), outputs, base_values,
-    additivity_error; the values flattened in C order, their shapes in the schema's ``tfshap`` metadata."""
+    """The results' Parquet schema.
+
+    Parameters
+    ----------
+    layout : Layout
+
+    Returns
+    -------
+    pyarrow.Schema
+        ``key``, ``values`` (``values_0``, ``values_1``, ... for several inputs), ``outputs``,
+        ``base_values``, ``additivity_error``; values flattened in C order, their shapes in
+        the schema's ``tfshap`` metadata (JSON).
+    """
     import pyarrow as pa
 
     number = pa.from_numpy_dtype(np.dtype(layout.dtype))
@@ -669,6 +881,11 @@ class ExplainFiles(beam.PTransform):
     with ``handler.keyed()`` under ``RunInference(...).with_exception_handling(exc_class=ValueError)``
     (other exceptions fail the bundle, for the runner to retry), and turns every row that was
     not explained into a dead letter with its key.
+
+    Parameters
+    ----------
+    handler : ExplainModelHandler or SavedModelExplainHandler
+    layout : Layout
     """
 
     def __init__(self, handler: _RowHandler, layout: Layout):
@@ -693,7 +910,16 @@ VALUES_PREFIX, FAILED_PREFIX = "values", "failed"
 
 
 def write_results(outputs: dict, out: str, layout: Layout) -> None:
-    """Parquet shards ``OUT/values-*.parquet`` and JSON lines ``OUT/failed-*.jsonl`` (only when rows failed)."""
+    """Parquet shards ``OUT/values-*.parquet`` and JSON lines ``OUT/failed-*.jsonl`` (only when rows failed).
+
+    Parameters
+    ----------
+    outputs : dict
+        :class:`ExplainFiles`'s outputs.
+    out : str
+        The output directory.
+    layout : Layout
+    """
     outputs["explained"] | "Write values" >> beam.io.WriteToParquet(
         os.path.join(out, VALUES_PREFIX), parquet_schema(layout), file_name_suffix=".parquet"
     )
@@ -704,6 +930,15 @@ def write_results(outputs: dict, out: str, layout: Layout) -> None:
 
 def local_options(num_workers: int | None = None) -> PipelineOptions:
     """Options for :func:`local_runner` with ``num_workers`` worker processes (``None`` or 1: in this process).
+
+    Parameters
+    ----------
+    num_workers : int, optional
+
+    Returns
+    -------
+    PipelineOptions
+        Also sets the workers' log level to ERROR (their start-up lines).
 
     Raises
     ------
@@ -724,8 +959,19 @@ def local_options(num_workers: int | None = None) -> PipelineOptions:
 def local_runner(options: PipelineOptions, worker_log: str | None = None):
     """Beam's local batch runner, the one ``DirectRunner`` picks for this pipeline (without its probe for Prism).
 
-    With ``direct_num_workers`` above 1, each worker is a process running Beam's SDK harness,
-    its stderr (Beam's start-up lines, TensorFlow's, a crash's) appended to ``worker_log``.
+    Parameters
+    ----------
+    options : PipelineOptions
+        From :func:`local_options`; with ``direct_num_workers`` above 1, each worker is a
+        process running Beam's SDK harness.
+    worker_log : str, optional
+        A file the worker processes append their stderr to (Beam's start-up lines,
+        TensorFlow's, a crash's); default: this process's stderr.
+
+    Returns
+    -------
+    FnApiRunner
+        (It also installs :func:`quiet_beam_logging`'s filters.)
     """
     import shlex
 
@@ -742,22 +988,37 @@ def local_runner(options: PipelineOptions, worker_log: str | None = None):
         if worker_log:
             command += f" 2>>{shlex.quote(worker_log)}"
         environment = environments.SubprocessSDKEnvironment.from_command_string(command)
-        logging.getLogger(fn_runner.__name__).addFilter(_drop_beam_noise)
+        quiet_beam_logging()
     return fn_runner.FnApiRunner(default_environment=environment, provision_info=provision)
 
 
-#: Beam's log lines that say nothing about the job: Beam 2.77 logs the first at every model load when torch
-#: is absent (its ModelManager import fails, and with it ``import resource``); local_runner causes the second.
-_BEAM_NOISE = ("Resource module is not available for current platform", "direct_running_mode should be")
+#: Beam's log lines that say nothing about the job, by logger: Beam 2.77 logs the first at every model load when
+#: torch is absent (its ModelManager import fails, and ``import resource`` with it); the second when no row
+#: failed (the dead letters are written with skip_if_empty); local_runner causes the third.
+_BEAM_NOISE = {
+    "": "Resource module is not available for current platform",
+    "apache_beam.io.filebasedsink": "No shards found to finalize",
+    "apache_beam.runners.portability.fn_api_runner.fn_runner": "direct_running_mode should be",
+}
 
 
-def _drop_beam_noise(record: logging.LogRecord) -> bool:
-    return not any(text in record.getMessage() for text in _BEAM_NOISE)
+class _DropBeamNoise(logging.Filter):
+    """Drops the one message of ``_BEAM_NOISE`` that its logger logs."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def quiet_beam_logging() -> None:
-    """For the command line: Beam's noise (``_BEAM_NOISE``) dropped from the root logger."""
-    logging.getLogger().addFilter(_drop_beam_noise)
+    """Beam's noise (``_BEAM_NOISE``) dropped where it is logged; each logger gets its filter once."""
+    for name, text in _BEAM_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropBeamNoise) for f in logger.filters):
+            logger.addFilter(_DropBeamNoise(text))
 
 
 @dataclass
@@ -831,7 +1092,7 @@ def explain_files(handler: _RowHandler, paths: list[str], out: str, layout: Layo
             continue
         summary = summarise(result)
         summary.attempts = attempt
-        summary.values_files, summary.failed_files = _result_files(out)
+        summary.values_files, summary.failed_files = result_files(out)
         return summary
     raise AssertionError("unreachable")
 
@@ -847,7 +1108,18 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _result_files(out: str) -> tuple[list, list]:
+def result_files(out: str) -> tuple[list, list]:
+    """``(values files, dead-letter files)`` in ``out``, sorted.
+
+    Parameters
+    ----------
+    out : str
+        An output directory (local, or on a filesystem Beam knows).
+
+    Returns
+    -------
+    tuple of (list of str, list of str)
+    """
     if "://" in out:
         from apache_beam.io.filesystems import FileSystems
 
@@ -865,7 +1137,17 @@ def _remove_results(out: str) -> None:
 
 
 def summarise(result) -> Summary:
-    """The pipeline's counters: rows explained, rows failed, worst additivity error (committed, else attempted)."""
+    """The pipeline's counters: rows explained, rows failed, worst additivity error (committed, else attempted).
+
+    Parameters
+    ----------
+    result : PipelineResult
+        A finished run.
+
+    Returns
+    -------
+    Summary
+    """
     from apache_beam.metrics.metric import MetricsFilter
 
     found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
@@ -904,7 +1186,7 @@ def load_results(out: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = _result_files(out)[0]
+    files = result_files(out)[0]
     if not files:
         raise ValueError(f"{out!r} holds no {VALUES_PREFIX}-*.parquet files")
     table = pa.concat_tables([pq.read_table(f) for f in files])

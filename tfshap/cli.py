@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -431,11 +432,38 @@ def _pipeline_flags(args) -> list[tuple[str, object]]:
 
 def cmd_explain_pipeline(args) -> int:
     """``tfshap explain MODEL --background BG --inputs GLOB --out DIR/``: Beam's RunInference over sharded files."""
-    import time
-
-    import tfshap
-
     beam_module = _import_beam()
+    local = _check_pipeline_flags(args)
+    options = _pipeline_options(beam_module, args, local)
+    paths = beam_module.match_inputs(args.inputs)
+    _check_out_dir(beam_module, args.out)
+    explainer, names = _compile_here(args, beam_module)
+    layout = beam_module.layout_of(explainer, names, args.feature_spec)
+    _check_input_files(beam_module, paths, layout)
+    rows = args.rows_per_batch or beam_module.explainer_rows_per_batch(explainer)
+    handler = beam_module.ExplainModelHandler(
+        args.model, args.background, allow_lambda=args.allow_lambda, min_batch_size=rows, max_batch_size=rows,
+        **{k: v for k, v in (("output", args.output), ("batch_size", args.batch_size)) if v is not None},
+    )
+    workers = args.num_workers or 1
+    where = f"Beam's local runner, {workers} worker process{'es' if workers > 1 else ''}" if local else args.runner
+    print(f"explaining {len(paths)} file(s) with {where}, {rows} rows per batch ...", flush=True)
+    worker_log = _worker_log() if local and workers > 1 else None
+    start = time.perf_counter()
+    try:
+        summary = beam_module.explain_files(handler, paths, args.out, layout, options=options, worker_log=worker_log,
+                                            attempts=args.attempts or (2 if local else 1), log=_note)
+    except Exception as exc:  # noqa: BLE001 - any failure of the run is reported as one line
+        where_log = f"; the workers' log: {worker_log}" if worker_log else ""
+        raise CliError(f"the pipeline failed: {type(exc).__name__}: {_one_line(exc)[:500]}{where_log}", EXIT_UNSUPPORTED) from None
+    if worker_log:
+        os.remove(worker_log)
+    _print_summary(summary, layout, args.out, time.perf_counter() - start)
+    return EXIT_OK
+
+
+def _check_pipeline_flags(args) -> bool:
+    """The pipeline's own flags checked; whether the runner is the local one."""
     if args.plot:
         raise CliError("--plot draws from one .npz; the Beam pipeline writes Parquet (--out DIR/)")
     for flag, value in _pipeline_flags(args)[1:]:
@@ -445,44 +473,33 @@ def cmd_explain_pipeline(args) -> int:
     if args.num_workers is not None and not local:
         raise CliError(f"--num-workers sets the local runner's processes; for {args.runner}, use its own options "
                        "(e.g. Dataflow's --max_num_workers=N)")
-    options = _pipeline_options(beam_module, args, local)
-    paths = beam_module.match_inputs(args.inputs)
-    if "://" not in args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise CliError(f"--out {args.out!r} is a file; the Beam pipeline writes into a directory")
-    if beam_module._result_files(args.out)[0] if "://" not in args.out and Path(args.out).is_dir() else False:
-        raise CliError(f"--out {args.out!r} already holds results (values-*.parquet); choose another directory or remove them")
-    model = load_model_file(args.model, allow_lambda=args.allow_lambda)
+    return local
+
+
+def _check_out_dir(beam_module, out: str) -> None:
+    """A local ``--out`` must be a directory (or nothing yet) without earlier results."""
+    if "://" in out or not Path(out).exists():
+        return
+    if not Path(out).is_dir():
+        raise CliError(f"--out {out!r} is a file; the Beam pipeline writes into a directory")
+    if beam_module.result_files(out)[0]:
+        raise CliError(f"--out {out!r} already holds results (values-*.parquet); choose another directory or remove them")
+
+
+def _compile_here(args, beam_module):
+    """The explainer the workers will build, compiled here first: (explainer, input names)."""
+    import tfshap
+
+    model = load_model_file(beam_module.localize(args.model), allow_lambda=args.allow_lambda)  # remote: copied here
     names = model_input_names(model)
-    background = load_arrays(args.background, "--background", names)
+    background = load_arrays(beam_module.localize(args.background), "--background", names)
     try:
         explainer = tfshap.compile(model, _one_or_list(background), output=args.output, batch_size=args.batch_size)
     except tfshap.UnsupportedOpError as exc:
         raise CliError(f"{args.model} is not supported: {_unsupported_summary(exc)}", EXIT_UNSUPPORTED) from None
     except ValueError as exc:
         raise _about_file(exc, "background", f"--background {args.background}") from None
-    layout = beam_module.layout_of(explainer, names, args.feature_spec)
-    _check_input_files(beam_module, paths, layout)
-    rows = args.rows_per_batch or beam_module.rows_per_batch(explainer.batch_size(explainer.n_outputs), len(background[0]))
-    handler = beam_module.ExplainModelHandler(
-        args.model, args.background, allow_lambda=args.allow_lambda, min_batch_size=rows, max_batch_size=rows,
-        **{k: v for k, v in (("output", args.output), ("batch_size", args.batch_size)) if v is not None},
-    )
-    workers = args.num_workers or 1
-    where = (f"Beam's local runner, {workers} worker process{'es' if workers > 1 else ''}" if local else args.runner)
-    print(f"explaining {len(paths)} file(s) with {where}, {rows} rows per batch ...", flush=True)
-    worker_log = _worker_log() if local and workers > 1 else None
-    attempts = args.attempts or (2 if local else 1)
-    start = time.perf_counter()
-    try:
-        summary = beam_module.explain_files(handler, paths, args.out, layout, options=options, attempts=attempts,
-                                            worker_log=worker_log, log=_note)
-    except Exception as exc:  # noqa: BLE001 - any failure of the run is reported as one line
-        where_log = f"; the workers' log: {worker_log}" if worker_log else ""
-        raise CliError(f"the pipeline failed: {type(exc).__name__}: {_one_line(exc)[:500]}{where_log}", EXIT_UNSUPPORTED) from None
-    if worker_log:
-        os.remove(worker_log)
-    _print_summary(summary, layout, args.out, time.perf_counter() - start)
-    return EXIT_OK
+    return explainer, names
 
 
 def _import_beam():
@@ -671,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     beam.add_argument("--runner", metavar="RUNNER", help="DirectRunner, PrismRunner, DataflowRunner, FlinkRunner, SparkRunner, ... (default: Beam's local runner)")
     beam.add_argument("--num-workers", type=int, metavar="N", help="worker processes of the local runner (default: 1, in this process)")
     beam.add_argument("--feature-spec", metavar="SPEC", help="TFRecord inputs: one tf.train.Example feature per model input, NAME[=D1xD2...] comma-separated (default: the model input names and shapes)")
-    beam.add_argument("--rows-per-batch", type=int, metavar="ROWS", help="rows per RunInference batch (default: one chunk of pairs, at most 256)")
+    beam.add_argument("--rows-per-batch", type=int, metavar="ROWS", help="rows per RunInference batch (default: one chunk of pairs, 64 to 256 rows, at most 64 MiB of values)")
     beam.add_argument("--attempts", type=int, metavar="N", help="runs of the whole pipeline if it fails (default: 2 on the local runner, which retries no bundle; 1 elsewhere)")
     p.set_defaults(func=cmd_explain, takes_pipeline_args=pipeline_mode)
 
