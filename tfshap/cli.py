@@ -1,8 +1,13 @@
 """The ``tfshap`` command line: ``rules``, ``check``, ``explain``, ``demo``.
 
 Errors are one line on stderr (``tfshap: error: ...``) and a non-zero exit status; the
-exit status is 1 for a model that cannot be explained (``check``, ``explain``), 2 for bad
-arguments or input files.
+exit status is 1 for a model that cannot be explained (``check``, ``explain``) or a Beam
+pipeline that failed, 2 for bad arguments or input files.
+
+The installed ``tfshap`` command enters through ``_tfshap_cli.main``, which parses the
+arguments before the package (and TensorFlow) is imported; :func:`main` is the same
+command for a process that has imported tfshap already. To add a flag, add it in
+:func:`build_parser` (standard library only there) and read it in the command's function.
 """
 
 from __future__ import annotations
