@@ -278,7 +278,7 @@ def test_large_inputs_are_memory_mapped_and_explained_in_blocks(capsys, files, t
 
     x = np.random.default_rng(1).random((23, 8, 8, 1), dtype=np.float32)
     np.save(tmp_path / "many.npy", x)
-    assert isinstance(cli._load_arrays(tmp_path / "many.npy", "--inputs", ["x"], mmap=True)[0], np.memmap)
+    assert isinstance(cli.load_arrays(tmp_path / "many.npy", "--inputs", ["x"], mmap=True)[0], np.memmap)
     monkeypatch.setattr(stream, "MAX_BLOCK_ROWS", 5)  # 5 blocks, appended to a scratch .npy
     status, out, err = run(
         capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", tmp_path / "many.npy",
@@ -317,6 +317,97 @@ def test_usage_errors_are_one_line(capsys, files):
     assert exit_.value.code == 2
     _, err = capsys.readouterr()
     assert_one_line_error(err, "--background", "--help")
+
+
+# -- the console script: answers before TensorFlow is imported, quiet after ----------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs the console script's entry point as the installed `tfshap` command does, then reports
+# which heavy modules the process imported (also when argparse exits).
+CONSOLE_SCRIPT = r"""
+import sys
+sys.argv = ["tfshap", *sys.argv[1:]]
+import _tfshap_cli
+try:
+    status = _tfshap_cli.main()
+except SystemExit as exc:
+    status = exc.code
+heavy = sorted(m for m in ("tensorflow", "numpy", "keras", "tf_keras", "apache_beam") if m in sys.modules)
+print("imported:", ",".join(heavy) or "none")
+sys.exit(status)
+"""
+
+
+def _console_script(*argv, env=None):
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-c", CONSOLE_SCRIPT, *map(str, argv)], capture_output=True, text=True, env=env, timeout=300,
+        cwd=ROOT,
+    )
+
+
+def test_console_script_is_the_launcher_outside_the_package():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    assert config["options.entry_points"]["console_scripts"].split() == ["tfshap", "=", "_tfshap_cli:main"]
+    assert config["options"]["py_modules"].split() == ["_tfshap_cli"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["explain", "--help"]])
+def test_help_and_version_import_no_tensorflow_and_print_nothing_on_stderr(argv):
+    import tfshap
+
+    proc = _console_script(*argv)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.rstrip().endswith("imported: none"), proc.stdout
+    if argv == ["--version"]:
+        assert proc.stdout.startswith(f"tfshap {tfshap.__version__}\n")
+    else:
+        assert proc.stdout.startswith("usage: tfshap")
+
+
+def test_an_argument_error_is_one_line_before_any_tensorflow_import(files):
+    proc = _console_script("explain", files / "cnn.keras")
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, "--background", "--help")  # argparse's error, our one-line form
+    assert proc.stdout.strip() == "imported: none"
+
+
+def test_a_command_prints_nothing_of_tensorflow_on_stderr():
+    """TF_CPP_MIN_LOG_LEVEL unset: the command line quiets TensorFlow, its load-time lines included."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = _console_script("rules", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "tensorflow" in proc.stdout.splitlines()[-1] and "Relu" in proc.stdout
+
+
+# What `import tensorflow` 2.21 printed here with TF_CPP_MIN_LOG_LEVEL=3 (the static initializers of
+# libtensorflow_framework.so.2 and of _pywrap_profiler_plugin.so, before TensorFlow reads the level).
+TF_LOAD_LINES = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796138699.885084    6778 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results.
+I0000 00:00:1796138699.885564    6778 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+I0000 00:00:1796138704.267183    6832 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use available CPU instructions.
+To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.
+/x/keras/src/saving.py:12: UserWarning: a Python warning
+E0000 00:00:1796138788.762190    8304 util.cc:131] oneDNN supports DT_INT32 only on platforms with AVX-512.
+F0000 00:00:1796138788.762190    8304 check.cc:1] a fatal line
+"""
+
+
+def test_load_time_lines_are_filtered_by_the_level_the_user_chose():
+    from tfshap._quiet import filter_lines
+
+    lines = TF_LOAD_LINES.splitlines()
+    assert filter_lines(TF_LOAD_LINES, 0) == TF_LOAD_LINES
+    assert filter_lines(TF_LOAD_LINES, 1).splitlines() == lines[5:]  # the I lines and their continuation go
+    assert filter_lines(TF_LOAD_LINES, 2).splitlines() == lines[5:]
+    assert filter_lines(TF_LOAD_LINES, 3).splitlines() == [lines[5], lines[7]]  # Python's warning and FATAL stay
 
 
 # -- demo -------------------------------------------------------------------------------------

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from . import plots, precision, sequence
 from . import rewrite_rules as _rules  # noqa: F401  (registers every rule once, at import)
+from ._version import __version__ as __version__
 from .attributions import Attributions
 from .base import CompiledExplainer
 from .errors import AdditivityError, CompileError, MaskMismatchError, UnsupportedOpError
 from .explainers import DeepExplainer, compile
 from .gradients import GradientExplainer
 from .registry import register_rule, rules
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

@@ -1,8 +1,13 @@
 """The ``tfshap`` command line: ``rules``, ``check``, ``explain``, ``demo``.
 
 Errors are one line on stderr (``tfshap: error: ...``) and a non-zero exit status; the
-exit status is 1 for a model that cannot be explained (``check``, ``explain``), 2 for bad
-arguments or input files.
+exit status is 1 for a model that cannot be explained (``check``, ``explain``) or a Beam
+pipeline that failed, 2 for bad arguments or input files.
+
+The installed ``tfshap`` command enters through ``_tfshap_cli.main``, which parses the
+arguments before the package (and TensorFlow) is imported; :func:`main` is the same
+command for a process that has imported tfshap already. To add a flag, add it in
+:func:`build_parser` (standard library only there) and read it in the command's function.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -20,8 +26,8 @@ EXIT_OK, EXIT_UNSUPPORTED, EXIT_USAGE = 0, 1, 2
 RULES_BEGIN, RULES_END = "<!-- rules:begin -->", "<!-- rules:end -->"
 
 
-class CliError(Exception):
-    """A user error: reported as one line, with an exit status."""
+class CliError(ValueError):
+    """A user error: reported as one line, with an exit status (a ValueError to callers outside the CLI)."""
 
     def __init__(self, message: str, status: int = EXIT_USAGE):
         super().__init__(message)
@@ -34,6 +40,10 @@ def _one_line(text: str) -> str:
 
 def _error(message: str) -> None:
     print(f"tfshap: error: {_one_line(message)}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"tfshap: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -95,8 +105,25 @@ def cmd_rules(args) -> int:
 _LAMBDA_CONFIG = re.compile(rb'"class_name"\s*:\s*"Lambda"')
 
 
-def _load_model(path: str, *, allow_lambda: bool = False):
-    """A saved model, loaded with Keras's safe mode; Lambda layers only with ``allow_lambda``."""
+def load_model_file(path: str, *, allow_lambda: bool = False):
+    """A saved model, loaded with Keras's safe mode; Lambda layers only with ``allow_lambda``.
+
+    Parameters
+    ----------
+    path : str
+        A ``.keras`` or ``.h5`` file or a SavedModel directory.
+    allow_lambda : bool
+        Load Lambda layers, whose Python code runs on loading (only for files you trust).
+
+    Returns
+    -------
+    A Keras model (tf_keras or Keras 3).
+
+    Raises
+    ------
+    CliError
+        (a ValueError) the file is missing, holds a Lambda layer without ``allow_lambda``, or does not load.
+    """
     from .trace import load_model
 
     if not Path(path).exists():
@@ -144,9 +171,31 @@ def _first_reason(message: str) -> str:
     return f" ({lines[0]})" if lines else ""
 
 
-def _load_arrays(path: str, what: str, names: list[str], *, mmap: bool = False) -> list:
+def load_arrays(path: str, what: str, names: list[str], *, mmap: bool = False) -> list:
     """One array from ``.npy`` (memory-mapped with ``mmap``); from ``.npz``, one array per model
-    input: by input name where the file uses the names, else in the order they were saved."""
+    input: by input name where the file uses the names, else in the order they were saved.
+
+    Parameters
+    ----------
+    path : str
+        A ``.npy`` or ``.npz`` file.
+    what : str
+        What the file is, for error messages (``"--background"``).
+    names : list of str
+        The model's input names (:func:`model_input_names`).
+    mmap : bool
+        Memory-map a ``.npy`` file instead of reading it.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per model input.
+
+    Raises
+    ------
+    CliError
+        (a ValueError) the file is missing or unreadable, or its arrays do not match the inputs.
+    """
     import numpy as np
 
     p = Path(path)
@@ -182,7 +231,8 @@ def _npz_keys(files: list[str], names: list[str], what: str, path: str) -> list[
     return files
 
 
-def _model_input_names(model) -> list[str]:
+def model_input_names(model) -> list[str]:
+    """The names of a Keras model's inputs, in input order (empty where the model has none yet)."""
     try:
         inputs = list(model.inputs or [])
     except (AttributeError, ValueError):
@@ -232,9 +282,9 @@ def _rule_rows(explainer) -> list[tuple[str, str, int]]:
 def cmd_check(args) -> int:
     import tfshap
 
-    model = _load_model(args.model, allow_lambda=args.allow_lambda)
-    names = _model_input_names(model)
-    background = _load_arrays(args.background, "--background", names) if args.background else _zeros_background(model)
+    model = load_model_file(args.model, allow_lambda=args.allow_lambda)
+    names = model_input_names(model)
+    background = load_arrays(args.background, "--background", names) if args.background else _zeros_background(model)
     try:
         explainer = tfshap.compile(model, _one_or_list(background), output=args.output)
     except ValueError as exc:
@@ -287,17 +337,23 @@ def cmd_explain(args) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise CliError(f"--batch-size must be a positive integer; got {args.batch_size}")
+    if pipeline_mode(args):
+        return cmd_explain_pipeline(args)
+    given = [flag for flag, value in _pipeline_flags(args) if value is not None]
+    if given or args.pipeline_args:
+        raise CliError(
+            f"{', '.join(given + args.pipeline_args)}: for the Beam pipeline, which writes into a directory: "
+            f"--out DIR/; --out {args.out} explains in this process"
+        )
     out = Path(args.out)
-    if out.suffix != ".npz":
-        raise CliError(f"--out must name a .npz file; got {args.out!r}")
     if not out.parent.exists():
         raise CliError(f"--out: the directory {str(out.parent)!r} does not exist")
     if args.plot and not Path(args.plot).parent.exists():
         raise CliError(f"--plot: the directory {str(Path(args.plot).parent)!r} does not exist")
-    model = _load_model(args.model, allow_lambda=args.allow_lambda)
-    names = _model_input_names(model)
-    background = _load_arrays(args.background, "--background", names)
-    inputs = _load_arrays(args.inputs, "--inputs", names, mmap=True)
+    model = load_model_file(args.model, allow_lambda=args.allow_lambda)
+    names = model_input_names(model)
+    background = load_arrays(args.background, "--background", names)
+    inputs = load_arrays(args.inputs, "--inputs", names, mmap=True)
     if args.plot and (len(inputs) != 1 or not _is_image_like(inputs[0].shape)):
         shapes = ", ".join(str(a.shape) for a in inputs)
         raise CliError(f"--plot needs one image-like input of shape (n, h, w) or (n, h, w, c) with c in 1, 3, 4; got {shapes}")
@@ -342,17 +398,213 @@ def cmd_explain(args) -> int:
 
 def _check_rows(arrays: list, specs, where: str) -> None:
     """The number and per-row shapes of the input arrays, checked before explaining any of them."""
-    if len(arrays) != len(specs):
-        raise CliError(f"{where}: the model takes {len(specs)} input(s); got {len(arrays)} array(s)")
-    for i, (array, spec) in enumerate(zip(arrays, specs)):
-        expected = spec.shape[1:]
-        if array.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(expected, array.shape[1:])):
+    _check_shapes([tuple(a.shape) for a in arrays], [tuple(spec.shape[1:]) for spec in specs], where)
+
+
+def _check_shapes(shapes: list[tuple], rows: list[tuple], where: str) -> None:
+    """Array shapes ``(n, *row)`` against the model inputs' row shapes (``None``: any size)."""
+    if len(shapes) != len(rows):
+        raise CliError(f"{where}: the model takes {len(rows)} input(s); got {len(shapes)} array(s)")
+    for i, (shape, expected) in enumerate(zip(shapes, rows)):
+        if len(shape) != len(expected) + 1 or any(d is not None and d != a for d, a in zip(expected, shape[1:])):
             dims = ", ".join(["n", *("?" if d is None else str(d) for d in expected)])
-            which = "" if len(specs) == 1 else f" for model input {i}"
-            raise CliError(f"{where}: expected an array of shape ({dims}){which}; got {array.shape}")
-    lengths = [len(a) for a in arrays]
+            which = "" if len(rows) == 1 else f" for model input {i}"
+            raise CliError(f"{where}: expected an array of shape ({dims}){which}; got {shape}")
+    lengths = [shape[0] for shape in shapes]
     if len(set(lengths)) > 1:
         raise CliError(f"{where}: the arrays must have the same number of rows; got {lengths}")
+
+
+# -- explain on Apache Beam -----------------------------------------------------------------
+#: Runners that mean Beam's local runner here (DirectRunner picks it for this pipeline).
+LOCAL_RUNNERS = (None, "DirectRunner")
+
+
+def pipeline_mode(args) -> bool:
+    """``explain --out DIR``: the Beam pipeline; ``--out OUT.npz``: one process, one file."""
+    return not args.out.lower().endswith(".npz")
+
+
+def _pipeline_flags(args) -> list[tuple[str, object]]:
+    return [("--runner", args.runner), ("--num-workers", args.num_workers), ("--feature-spec", args.feature_spec),
+            ("--attempts", args.attempts), ("--rows-per-batch", args.rows_per_batch)]
+
+
+def cmd_explain_pipeline(args) -> int:
+    """``tfshap explain MODEL --background BG --inputs GLOB --out DIR/``: Beam's RunInference over sharded files."""
+    beam_module = _import_beam()
+    local = _check_pipeline_flags(args)
+    options = _pipeline_options(beam_module, args, local)
+    paths = beam_module.match_inputs(args.inputs)
+    _check_out_dir(beam_module, args.out)
+    explainer, names = _compile_here(args, beam_module)
+    layout = beam_module.layout_of(explainer, names, args.feature_spec)
+    _check_input_files(beam_module, paths, layout)
+    rows = args.rows_per_batch or beam_module.explainer_rows_per_batch(explainer)
+    handler = beam_module.ExplainModelHandler(
+        args.model, args.background, allow_lambda=args.allow_lambda, min_batch_size=rows, max_batch_size=rows,
+        **{k: v for k, v in (("output", args.output), ("batch_size", args.batch_size)) if v is not None},
+    )
+    workers = args.num_workers or 1
+    where = f"Beam's local runner, {workers} worker process{'es' if workers > 1 else ''}" if local else args.runner
+    print(f"explaining {len(paths)} file(s) with {where}, {rows} rows per batch ...", flush=True)
+    worker_log = _worker_log() if local and workers > 1 else None
+    start = time.perf_counter()
+    try:
+        summary = beam_module.explain_files(handler, paths, args.out, layout, options=options, worker_log=worker_log,
+                                            attempts=args.attempts or (2 if local else 1), log=_note)
+    except Exception as exc:  # noqa: BLE001 - any failure of the run is reported as one line
+        where_log = f"; the workers' log: {worker_log}" if worker_log else ""
+        raise CliError(f"the pipeline failed: {type(exc).__name__}: {_one_line(exc)[:500]}{where_log}", EXIT_UNSUPPORTED) from None
+    if worker_log:
+        os.remove(worker_log)
+    _print_summary(summary, layout, args.out, time.perf_counter() - start)
+    return EXIT_OK
+
+
+def _check_pipeline_flags(args) -> bool:
+    """The pipeline's own flags checked; whether the runner is the local one."""
+    if args.plot:
+        raise CliError("--plot draws from one .npz; the Beam pipeline writes Parquet (--out DIR/)")
+    for flag, value in _pipeline_flags(args)[1:]:
+        if isinstance(value, int) and value < 1:
+            raise CliError(f"{flag} must be a positive integer; got {value}")
+    local = args.runner in LOCAL_RUNNERS
+    if args.num_workers is not None and not local:
+        raise CliError(f"--num-workers sets the local runner's processes; for {args.runner}, use its own options "
+                       "(e.g. Dataflow's --max_num_workers=N)")
+    return local
+
+
+def _check_out_dir(beam_module, out: str) -> None:
+    """A local ``--out`` must be a directory (or nothing yet) without earlier results."""
+    if "://" in out or not Path(out).exists():
+        return
+    if not Path(out).is_dir():
+        raise CliError(f"--out {out!r} is a file; the Beam pipeline writes into a directory")
+    if beam_module.result_files(out)[0]:
+        raise CliError(f"--out {out!r} already holds results (values-*.parquet); choose another directory or remove them")
+
+
+def _compile_here(args, beam_module):
+    """The explainer the workers will build, compiled here first: (explainer, input names)."""
+    import tfshap
+
+    model = load_model_file(beam_module.localize(args.model), allow_lambda=args.allow_lambda)  # remote: copied here
+    names = model_input_names(model)
+    background = load_arrays(beam_module.localize(args.background), "--background", names)
+    try:
+        explainer = tfshap.compile(model, _one_or_list(background), output=args.output, batch_size=args.batch_size)
+    except tfshap.UnsupportedOpError as exc:
+        raise CliError(f"{args.model} is not supported: {_unsupported_summary(exc)}", EXIT_UNSUPPORTED) from None
+    except ValueError as exc:
+        raise _about_file(exc, "background", f"--background {args.background}") from None
+    return explainer, names
+
+
+def _import_beam():
+    """``tfshap.beam``, its import's log lines (Beam's, about optional Google Cloud clients) silenced."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        from . import beam as beam_module
+    except ImportError as exc:
+        raise CliError(f'the Beam pipeline needs apache-beam ({exc}): python -m pip install "tfshap[beam]"') from None
+    finally:
+        root.setLevel(level)
+    beam_module.quiet_beam_logging()
+    return beam_module
+
+
+def _pipeline_options(beam_module, args, local: bool):
+    """Beam's pipeline options: the unrecognised arguments, ``--runner``, and the local runner's workers."""
+    import logging
+
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+    flags = list(args.pipeline_args)
+    checker = logging.getLogger("apache_beam.options.pipeline_options")
+    level = checker.level
+    checker.setLevel(logging.ERROR)  # Beam warns of what it discards; it is an error here
+    try:
+        parsed = PipelineOptions(flags)
+        known = parsed.get_all_options()
+        unknown = sorted(set(parsed.get_all_options(retain_unknown_options=True)) - set(known))
+    finally:
+        checker.setLevel(level)
+    if unknown:
+        raise CliError(f"unrecognized arguments: {' '.join('--' + u for u in unknown)} (neither tfshap's nor Beam's "
+                       "pipeline options; see `tfshap explain --help`)")
+    if not local:
+        return PipelineOptions([*flags, f"--runner={args.runner}"])
+    options = beam_module.local_options(args.num_workers)
+    merged = {**options.get_all_options(drop_default=True), **parsed.get_all_options(drop_default=True)}
+    merged.update(direct_num_workers=options.view_as(DirectOptions).direct_num_workers, direct_running_mode="in_memory")
+    return PipelineOptions.from_dictionary(merged)
+
+
+def _check_input_files(beam_module, paths: list[str], layout) -> None:
+    """Each local input file's rows against the model inputs (.npy/.npz headers, the first TFRecord record)."""
+    for path in paths:
+        if "://" in path:
+            continue
+        where = f"--inputs {path}"
+        if beam_module.file_kind(path) != beam_module.TFRECORD:
+            _check_shapes(_array_file_shapes(path, layout.input_names, where), list(layout.row_shapes), where)
+            continue
+        try:
+            first = next(beam_module.file_rows(path, layout), None)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is one user error
+            raise CliError(f"{where}: cannot read it as TFRecord: {type(exc).__name__}: {_one_line(exc)}") from None
+        if first is not None and isinstance(first[1], str):
+            raise CliError(f"{where}: record 0: {first[1]} (see --feature-spec)")
+
+
+def _array_file_shapes(path: str, names, where: str) -> list[tuple]:
+    """The shapes of a .npy array, or of the .npz arrays that feed the model inputs, from their headers."""
+    import numpy as np
+
+    try:
+        if path.lower().endswith(".npy"):
+            return [np.load(path, mmap_mode="r", allow_pickle=False).shape]
+        with zipfile.ZipFile(path) as archive:
+            files = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
+            shapes = []
+            for key in _npz_keys(files, list(names), "--inputs", path):
+                with archive.open(key + ".npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shapes.append(read(f)[0])
+            return shapes
+    except CliError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user error
+        raise CliError(f"{where}: cannot read it as .npy/.npz: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
+def _worker_log() -> str:
+    fd, path = tempfile.mkstemp(prefix="tfshap-beam-workers-", suffix=".log")
+    os.close(fd)
+    return path
+
+
+def _print_summary(summary, layout, out: str, seconds: float) -> None:
+    shapes = ", ".join(f"{name} {shape}" for name, shape in zip(
+        ["values"] if len(layout.values_shapes) == 1 else [f"values_{i}" for i in range(len(layout.values_shapes))],
+        layout.values_shapes))
+    total = summary.rows_explained + summary.rows_failed
+    again = f" (attempt {summary.attempts})" if summary.attempts > 1 else ""
+    print(f"explained {summary.rows_explained} of {total} rows in {seconds:.1f} s{again}")
+    print(f"wrote {os.path.join(out, 'values-*.parquet')} ({len(summary.values_files)} file(s)): key, {shapes}, "
+          f"outputs ({layout.n_outputs},), base_values ({layout.n_outputs},), additivity_error")
+    if summary.worst_additivity_error is not None:
+        print(f"worst additivity error {summary.worst_additivity_error:.2e}")
+    if summary.rows_failed:
+        _note(f"{summary.rows_failed} row(s) could not be explained; their keys and errors are in "
+               f"{os.path.join(out, 'failed-*.jsonl')}")
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -364,6 +616,19 @@ def cmd_demo(args) -> int:
     run_demo(args.out, quick=args.quick)
     print("demo OK: the attributions add up")
     return EXIT_OK
+
+
+EXPLAIN_DESCRIPTION = """\
+Writes the attributions of the rows of --inputs.
+
+--out OUT.npz: in this process, into one .npz.
+--out DIR/:    on Apache Beam (pip install "tfshap[beam]"): RunInference over the files that
+               --inputs matches (a glob of .npy, .npz, TFRecord files of tf.train.Example),
+               written as Parquet shards DIR/values-*.parquet, one row per input row with its
+               key "<file>:<row>"; rows that cannot be explained go to DIR/failed-*.jsonl
+               with their key and error. Beam's local runner by default; --runner and
+               Beam's pipeline options (--name=value) for Dataflow, Flink, Spark, Prism.
+"""
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -382,7 +647,8 @@ def _add_allow_lambda(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    """The whole command line; importing nothing beyond the standard library."""
+    from ._version import __version__
 
     parser = _Parser(
         prog="tfshap", description="Exact DeepSHAP attributions for TensorFlow 2 and Keras models, as a compiler pass."
@@ -402,11 +668,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_allow_lambda(p)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("explain", help="write the attributions of inputs to a .npz")
+    p = sub.add_parser(
+        "explain", help="write the attributions of inputs to a .npz, or of sharded files through Apache Beam",
+        description=EXPLAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    )
     p.add_argument("model", metavar="MODEL", help="a .keras or .h5 file or a SavedModel directory")
     p.add_argument("--background", required=True, metavar="BG.npy", help="background rows (.npy, or .npz of one array per model input, by input name or in input order)")
-    p.add_argument("--inputs", required=True, metavar="X.npy", help="rows to explain (.npy, memory-mapped and explained in blocks; or .npz as for --background)")
-    p.add_argument("--out", required=True, metavar="OUT.npz", help="where to write values (values_0, values_1, ... for several inputs), base_values, outputs")
+    p.add_argument("--inputs", required=True, metavar="X.npy", help="rows to explain (.npy, memory-mapped and explained in blocks; or .npz as for --background); with --out DIR/, a glob of .npy, .npz and TFRecord files")
+    p.add_argument("--out", required=True, metavar="OUT.npz|DIR/", help="OUT.npz: values (values_0, values_1, ... for several inputs), base_values, outputs; DIR/: the Beam pipeline's Parquet shards")
     p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's")
     p.add_argument("--batch-size", type=int, metavar="PAIRS", help="(sample, background) pairs per chunk; default: from available memory")
     p.add_argument("--plot", metavar="OUT.png", help="also write a heatmap grid (image-like inputs)")
@@ -415,7 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
-    p.set_defaults(func=cmd_explain)
+    beam = p.add_argument_group("the Beam pipeline (--out DIR/); other --name=value arguments are Beam's pipeline options")
+    beam.add_argument("--runner", metavar="RUNNER", help="DirectRunner, PrismRunner, DataflowRunner, FlinkRunner, SparkRunner, ... (default: Beam's local runner)")
+    beam.add_argument("--num-workers", type=int, metavar="N", help="worker processes of the local runner (default: 1, in this process)")
+    beam.add_argument("--feature-spec", metavar="SPEC", help="TFRecord inputs: one tf.train.Example feature per model input, NAME[=D1xD2...] comma-separated (default: the model input names and shapes)")
+    beam.add_argument("--rows-per-batch", type=int, metavar="ROWS", help="rows per RunInference batch (default: one chunk of pairs, 64 to 256 rows, at most 64 MiB of values)")
+    beam.add_argument("--attempts", type=int, metavar="N", help="runs of the whole pipeline if it fails (default: 2 on the local runner, which retries no bundle; 1 elsewhere)")
+    p.set_defaults(func=cmd_explain, takes_pipeline_args=pipeline_mode)
 
     p = sub.add_parser("demo", help="train a digits CNN, explain it, check additivity, time it, plot it")
     p.add_argument("--out", default="tfshap_demo.png", metavar="PNG", help="the heatmap grid to write (default: %(default)s)")
@@ -424,10 +699,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """The parsed command line; ``--help``, ``--version`` and usage errors exit here, before TensorFlow is imported.
+
+    Arguments that are not tfshap's are kept in ``pipeline_args`` for a command that passes
+    them on (``explain --out DIR/``: Beam's pipeline options); elsewhere they are an error.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    takes = getattr(args, "takes_pipeline_args", None)
+    if extra and not (takes and takes(args)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pipeline_args = extra
+    return args
+
+
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    import tfshap
+    """``tfshap ARGV``: the exit status (the console script enters through ``_tfshap_cli.main``)."""
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command: errors become one line on stderr and an exit status."""
+    from . import _quiet
+
+    _quiet.quiet_defaults()
+    with _quiet.tensorflow_logs_filtered():
+        import tfshap
 
     try:
         return args.func(args)

@@ -12,7 +12,6 @@ output, in one ``tf.function``. ``tools/bench.py`` imports it from here.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -118,7 +117,6 @@ class DemoResult:
 
 def run_demo(out: str = "tfshap_demo.png", *, quick: bool = False, print_fn=print) -> DemoResult:
     """Train, explain, check additivity, time, plot. Raises ``tfshap.AdditivityError`` if the sums miss."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
     import tfshap
