@@ -353,7 +353,8 @@ def test_console_script_is_the_launcher_outside_the_package():
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     assert config["options.entry_points"]["console_scripts"].split() == ["tfshap", "=", "_tfshap_cli:main"]
-    assert config["options"]["py_modules"].split() == ["_tfshap_cli"]
+    assert "_tfshap_cli" in config["options"]["packages"].split()
+    assert "_tfshap_cli = tfshap/_console" in config["options"]["package_dir"]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["explain", "--help"]])

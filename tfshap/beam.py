@@ -62,8 +62,6 @@ MIN_ROWS_PER_BATCH = 64
 MAX_ROWS_PER_BATCH, VALUES_BYTES_PER_BATCH = 256, 64 << 20
 #: Pairs per batch for an exported SavedModel, whose chunk size the handler cannot read.
 SAVED_MODEL_PAIRS_PER_BATCH = 4096
-#: Relative additivity tolerance by output dtype; the same as tfshap's (the SavedModel workers cannot import it).
-RELATIVE_TOLERANCE = {"float64": 1e-8, "float32": 5e-4, "float16": 2e-2, "bfloat16": 5e-2}
 #: The file kinds ``explain_files`` reads.
 NPY, NPZ, TFRECORD = ".npy", ".npz", ".tfrecord"
 _TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfr", ".tfrecord.gz", ".tfrecords.gz")
@@ -162,26 +160,33 @@ def reject_failed_rows(result):
 
 # -- the loaded models, behind one interface ---------------------------------------------------
 class _CompiledRows:
-    """A tfshap explainer: ``specs``, ``explain(arrays)``, ``tolerance(outputs, base)``, ``row_errors``."""
+    """A tfshap explainer: ``specs``, ``explain(arrays) -> (values, outputs, base, tolerances)``, ``row_errors``."""
 
     def __init__(self, explainer, tf):
         self.explainer = explainer
-        self.specs = [RowSpec(tuple(s.shape[1:]), s.dtype.name) for s in explainer.traced.input_specs]
+        self.specs = [RowSpec(tuple(s.shape[1:]), s.dtype.name) for s in explainer.input_specs]
         # ValueError includes MaskMismatchError and bad input; AssertionError is tfshap's AdditivityError.
         self.row_errors = (ValueError, AssertionError, tf.errors.InvalidArgumentError)
-        # explainer.tolerance is relative × max(1, |f(x)|, |E f(b)|); at zero outputs it is the relative
-        # tolerance itself (asked once: it reads the traced graph for the compute dtype). The path methods
-        # (expected and integrated gradients) only converge to additivity: they are not checked.
-        checked = getattr(explainer, "checks_additivity_by_default", True)
-        self.relative = float(explainer.tolerance(np.zeros(1), np.zeros(1))) if checked else math.inf
+        # The path methods (expected and integrated gradients) only converge to additivity: unchecked.
+        self.checked = getattr(explainer, "checks_additivity_by_default", True)
 
     def explain(self, arrays):
+        from tfshap import precision
+
         result = self.explainer.explain(arrays if len(arrays) > 1 else arrays[0])
         values = result.values if isinstance(result.values, list) else [result.values]
-        return values, result.outputs, result.base_values
-
-    def tolerance(self, outputs, base) -> float:
-        return _scaled_tolerance(self.relative, outputs, base)
+        n = len(result.outputs)
+        if not self.checked:
+            return values, result.outputs, result.base_values, np.full(n, math.inf)
+        dtype = self.explainer.compute_dtype
+        base = np.broadcast_to(result.base_values, result.outputs.shape)
+        # tfshap's own bound, row by row; the model's float noise only where the tight part misses
+        tolerances = np.array([precision.tolerance(dtype, result.outputs[i], base[i], values=[v[i : i + 1] for v in values])
+                               for i in range(n)])
+        errors = _row_errors(values, result.outputs, result.base_values)
+        for i in np.flatnonzero(errors > tolerances):
+            tolerances[i] += 2 * self.explainer.model_noise([a[i : i + 1] for a in arrays])
+        return values, result.outputs, result.base_values, tolerances
 
 
 #: The assertion an exported model raises where tfshap would raise MaskMismatchError (rewrite_rules/mask.py's marker).
@@ -193,15 +198,18 @@ class MaskMismatchError(ValueError):
 
 
 class _SavedModelRows:
-    """An exported tfshap SavedModel (``tf.saved_model.load``) behind the same interface as :class:`_CompiledRows`."""
+    """An exported tfshap SavedModel (``tf.saved_model.load``) behind the same interface as :class:`_CompiledRows`.
 
-    def __init__(self, loaded, tf, relative_tolerance):
+    The export computes each row's additivity tolerance itself (``additivity_tolerance``, as
+    tfshap's check does, with the model's float noise measured when exporting).
+    """
+
+    def __init__(self, loaded, tf, additivity_tolerance):
         self.loaded = loaded
         _, named = loaded.signatures["serving_default"].structured_input_signature
         order = sorted(named, key=lambda name: int(name.rpartition("_")[2]) if "_" in name else 0)
         self.specs = [RowSpec(tuple(named[n].shape[1:]), named[n].dtype.name) for n in order]
-        dtype = loaded.signatures["serving_default"].structured_outputs["outputs"].dtype.name
-        self.relative = RELATIVE_TOLERANCE.get(dtype, RELATIVE_TOLERANCE["float32"]) if relative_tolerance is None else relative_tolerance
+        self.additivity_tolerance = additivity_tolerance
         self.row_errors = (ValueError, TypeError, tf.errors.InvalidArgumentError)
 
     def explain(self, arrays):
@@ -215,15 +223,17 @@ class _SavedModelRows:
                 f"the mask or condition used by {found.group(1)!r} differs between a sample and a background row"
             ) from None
         values = result["values"] if isinstance(result["values"], (list, tuple)) else [result["values"]]
-        return [v.numpy() for v in values], result["outputs"].numpy(), result["base_values"].numpy()
+        tolerances = result["additivity_tolerance"].numpy()
+        if self.additivity_tolerance is not None:
+            tolerances = np.full_like(tolerances, self.additivity_tolerance)
+        return [v.numpy() for v in values], result["outputs"].numpy(), result["base_values"].numpy(), tolerances
 
-    def tolerance(self, outputs, base) -> float:
-        return _scaled_tolerance(self.relative, outputs, base)
 
-
-def _scaled_tolerance(relative: float, outputs, base) -> float:
-    """tfshap's additivity tolerance: ``relative · max(1, max|f(x)|, max|E f(background)|)``."""
-    return relative * max(1.0, float(np.max(np.abs(outputs), initial=0)), float(np.max(np.abs(base), initial=0)))
+def _row_errors(values, outputs, base) -> np.ndarray:
+    """``max |sum(values) + base − outputs|`` per row."""
+    n_outputs = outputs.shape[1]
+    totals = sum(v.reshape(len(outputs), -1, n_outputs).sum(axis=1, dtype=np.float64) for v in values)
+    return np.max(np.abs(totals + base - outputs), axis=1)
 
 
 # -- the handlers ------------------------------------------------------------------------------
@@ -259,7 +269,8 @@ class _RowHandler(ModelHandler):
         if not indices:
             return
         try:
-            values, outputs, base = model.explain([np.stack([rows[i][j] for i in indices]) for j in range(len(model.specs))])
+            values, outputs, base, tolerances = model.explain(
+                [np.stack([rows[i][j] for i in indices]) for j in range(len(model.specs))])
         except model.row_errors as exc:
             if len(indices) == 1:
                 results[indices[0]] = _failure(exc)
@@ -268,11 +279,9 @@ class _RowHandler(ModelHandler):
             self._explain_apart(model, rows, indices[:middle], results)
             self._explain_apart(model, rows, indices[middle:], results)
             return
-        n_outputs = outputs.shape[1]
-        totals = sum(v.reshape(len(indices), -1, n_outputs).sum(axis=1, dtype=np.float64) for v in values)
-        errors = np.max(np.abs(totals + base - outputs), axis=1)
+        errors = _row_errors(values, outputs, base)
         for position, i in enumerate(indices):
-            tolerance = model.tolerance(outputs[position], base)
+            tolerance = tolerances[position]
             if not errors[position] <= tolerance:
                 results[i] = {"error": (
                     f"AdditivityError: the attributions miss f(x) - E[f(background)] by {errors[position]:.3g}, "
@@ -283,7 +292,7 @@ class _RowHandler(ModelHandler):
             results[i] = {
                 "values": row_values[0] if len(row_values) == 1 else row_values,
                 "outputs": outputs[position],
-                "base_values": base,
+                "base_values": base if np.ndim(base) == 1 else base[position],
                 "additivity_error": float(errors[position]),
             }
 
@@ -417,25 +426,26 @@ class SavedModelExplainHandler(_RowHandler):
     ----------
     export_path : str
         The SavedModel directory.
-    relative_tolerance : float, optional
-        The additivity tolerance relative to ``max(1, |f(x)|, |E f(background)|)``; default:
-        tfshap's for the model's output dtype (``RELATIVE_TOLERANCE``). Loosen it for a model
-        that computes in float16 but outputs float32.
+    additivity_tolerance : float, optional
+        An absolute additivity tolerance for every row; default: the export's own per-row
+        ``additivity_tolerance`` (tfshap's bound, with the model's float noise measured when
+        it was exported).
     min_batch_size, max_batch_size : int, optional
         Rows per batch; default: :func:`rows_per_batch` of ``SAVED_MODEL_PAIRS_PER_BATCH`` pairs.
 
     Raises
     ------
     ValueError
-        ``relative_tolerance`` is not a positive number.
+        ``additivity_tolerance`` is not a positive number.
     """
 
-    def __init__(self, export_path, *, relative_tolerance=None, min_batch_size=None, max_batch_size=None):
+    def __init__(self, export_path, *, additivity_tolerance=None, min_batch_size=None, max_batch_size=None):
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
-        if relative_tolerance is not None and not (isinstance(relative_tolerance, (int, float)) and relative_tolerance > 0):
-            raise ValueError(f"relative_tolerance must be a positive number or None; got {relative_tolerance!r}")
+        if additivity_tolerance is not None and not (isinstance(additivity_tolerance, (int, float))
+                                                     and additivity_tolerance > 0):
+            raise ValueError(f"additivity_tolerance must be a positive number or None; got {additivity_tolerance!r}")
         self.export_path = str(export_path)
-        self.relative_tolerance = relative_tolerance
+        self.additivity_tolerance = additivity_tolerance
 
     def load_model(self) -> _SavedModelRows:
         """The SavedModel, loaded with ``tf.saved_model.load`` (tfshap is not imported), behind the row interface.
@@ -446,7 +456,7 @@ class SavedModelExplainHandler(_RowHandler):
             No SavedModel at ``export_path`` (TensorFlow's error).
         """
         tf = import_tensorflow()
-        return _SavedModelRows(tf.saved_model.load(self.export_path), tf, self.relative_tolerance)
+        return _SavedModelRows(tf.saved_model.load(self.export_path), tf, self.additivity_tolerance)
 
     def _default_rows_per_batch(self) -> int:
         tf = import_tensorflow()
@@ -557,7 +567,7 @@ def explainer_rows_per_batch(explainer) -> int:
     -------
     int
     """
-    elements = sum(math.prod(s.shape[1:]) for s in explainer.traced.input_specs)
+    elements = sum(math.prod(s.shape[1:]) for s in explainer.input_specs)
     return rows_per_batch(explainer.batch_size(explainer.n_outputs), int(explainer.background[0].shape[0]),
                           4 * elements * explainer.n_outputs)
 
@@ -600,7 +610,7 @@ def layout_of(explainer, names: list[str], feature_spec: str | None = None) -> L
     ValueError
         The feature spec does not fit the model inputs.
     """
-    shapes = tuple(tuple(s.shape[1:]) for s in explainer.traced.input_specs)
+    shapes = tuple(tuple(s.shape[1:]) for s in explainer.input_specs)
     names = tuple(names) if len(names) == len(shapes) else tuple(f"input_{i}" for i in range(len(shapes)))
     return Layout(
         input_names=names, row_shapes=shapes, n_outputs=int(explainer.n_outputs), dtype=explainer.output_dtype.name,

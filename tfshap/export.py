@@ -16,7 +16,7 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from . import _tf_private
+from . import _tf_private, precision
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
@@ -99,7 +99,8 @@ class ExplainModule(tf.Module):
             named = {f"values_{i}": v for i, v in enumerate(values)} if several else {"values": values}
             # TF Serving's row format ("instances") needs every output to share the batch axis.
             base = tf.broadcast_to(result["base_values"], tf.shape(result["outputs"]))
-            return {**named, "outputs": result["outputs"], "base_values": base}
+            return {**named, "outputs": result["outputs"], "base_values": base,
+                    "additivity_tolerance": result["additivity_tolerance"]}
 
         names = [f"x_{i}" for i in range(len(specs))] if several else ["x"]
         serve_specs = [tf.TensorSpec(s.shape, s.dtype, name=n) for s, n in zip(specs, names)]
@@ -123,6 +124,11 @@ def _explain_rows_fn(explainer, background: list[tf.Variable]):
     forward = explainer.forward
     batch_size = explainer.batch_size(n_outputs)
     value_specs = tf.nest.flatten(chunk.structured_outputs[0])
+    # The model's own float noise, measured now on background rows (0 in float64): the export's
+    # per-row additivity tolerance, as tfshap's check_additivity computes it (tfshap.precision).
+    noise = 0.0
+    if background and precision.noise_matters(explainer.compute_dtype):
+        noise = explainer.model_noise([b.numpy() for b in background])
 
     def explain_rows(samples: list[tf.Tensor], references: list[tf.Tensor] | None) -> dict:
         n = tf.shape(samples[0])[0]
@@ -185,7 +191,12 @@ def _explain_rows_fn(explainer, background: list[tf.Variable]):
             base = tf.cast(parts[-1].concat() / k, dtype)
         else:
             base = tf.reduce_mean(forward(table), axis=0)
-        return {"values": values if len(values) > 1 else values[0], "outputs": outputs, "base_values": base}
+        return {
+            "values": values if len(values) > 1 else values[0],
+            "outputs": outputs,
+            "base_values": base,
+            "additivity_tolerance": precision.row_tolerances(explainer.compute_dtype, outputs, base, values, noise),
+        }
 
     return explain_rows
 

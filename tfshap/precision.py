@@ -64,6 +64,19 @@ def tolerance(dtype: tf.DType, outputs: np.ndarray, base: np.ndarray, noise: flo
     return ULPS * eps(dtype) * scale + 2 * noise
 
 
+def row_tolerances(dtype: tf.DType, outputs, base, values, noise=0.0):
+    """Per row, ``ULPS · eps · scale + 2 · noise`` with the row's own magnitudes, in TensorFlow ops (the export's).
+
+    ``outputs`` ``(n, k)``, ``base`` ``(k,)`` or ``(n, k)``, ``values`` a list of ``(n, ..., k)``
+    tensors; the same bound as :func:`tolerance`, row by row.
+    """
+    absolute = tf.add_n([tf.reduce_sum(tf.abs(tf.reshape(v, [tf.shape(v)[0], -1, tf.shape(v)[-1]])), 1)
+                         for v in values])
+    base = tf.broadcast_to(tf.abs(base), tf.shape(outputs))
+    scale = tf.reduce_max(tf.abs(outputs), 1) + tf.reduce_max(base, 1) + tf.reduce_max(absolute, 1)
+    return ULPS * eps(dtype) * tf.cast(scale, tf.float64) + 2 * tf.cast(noise, tf.float64)
+
+
 def _absolute_sums(values) -> np.ndarray:
     values = values if isinstance(values, list) else [values]
     return sum(np.abs(v.reshape(v.shape[0], -1, v.shape[-1]).astype(np.float64)).sum(axis=1) for v in values)

@@ -3,7 +3,8 @@
 ``import tfshap`` imports TensorFlow (seconds, and its start-up lines on stderr), and Python
 runs a package's ``__init__`` before any of its modules, so ``tfshap.cli`` cannot be the
 entry point of a command that answers ``--help``, ``--version`` and usage errors at once.
-This module lives beside the package: it makes the ``tfshap`` package object without
+This module is installed as a top-level package of its own, ``_tfshap_cli`` (its file is in
+``tfshap/_console``; see ``package_dir`` in setup.cfg): it makes the ``tfshap`` package object without
 running its ``__init__``, imports ``tfshap.cli`` (the standard library only, at import),
 parses the arguments, and only then runs the package's ``__init__`` (with TensorFlow's
 start-up lines filtered, :mod:`tfshap._quiet`) and the command. ``import tfshap`` itself is
