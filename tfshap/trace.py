@@ -71,6 +71,19 @@ def _load_keras2(path: Path, safe_mode: bool):
         return _keras_module("tf_keras").models.load_model(path, compile=False, safe_mode=safe_mode)
 
 
+def _saved_by_keras2(path: Path) -> bool:
+    """Whether an ``.h5`` file was written by Keras 2 (its ``keras_version`` attribute)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version", b"")
+    except (ImportError, OSError):
+        return False
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    return version.startswith("2.")
+
+
 def load_model(path: str | os.PathLike, *, safe_mode: bool = True):
     """Load a ``.keras``/``.h5`` file or a SavedModel directory, refusing arbitrary code unless ``safe_mode=False``."""
     p = Path(path)
@@ -84,6 +97,8 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True):
             ("keras", lambda: _keras_module("keras").saving.load_model(p, compile=False, safe_mode=safe_mode)),
             ("tf_keras", lambda: _load_keras2(p, safe_mode)),
         ]
+        if p.suffix != ".keras" and _saved_by_keras2(p):
+            loaders.reverse()  # Keras 3 would load it too, with its own layers' semantics (Masking differs)
     else:
         raise ValueError(f"cannot load {str(path)!r}: expected a .keras or .h5 file or a SavedModel directory")
     for name, load in loaders:
