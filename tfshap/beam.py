@@ -1216,3 +1216,6 @@ def load_results(out: str) -> dict:
         "base_values": column("base_values", (k,)),
         "additivity_error": table.column("additivity_error").to_numpy(),
     }
+
+
+__all__ = ["ExplainModelHandler", "SavedModelExplainHandler", "reject_failed_rows", "load_results", "MaskMismatchError"]
