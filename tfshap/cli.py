@@ -286,7 +286,7 @@ def cmd_check(args) -> int:
     names = model_input_names(model)
     background = load_arrays(args.background, "--background", names) if args.background else _zeros_background(model)
     try:
-        explainer = tfshap.compile(model, _one_or_list(background), output=args.output)
+        explainer = tfshap.compile(model, _one_or_list(background), output=args.output, inputs=args.attribute_to)
     except ValueError as exc:
         raise _about_file(exc, "background", f"--background {args.background}" if args.background else "") from None
     except tfshap.UnsupportedOpError as exc:
@@ -350,25 +350,35 @@ def cmd_explain(args) -> int:
         raise CliError(f"--out: the directory {str(out.parent)!r} does not exist")
     if args.plot and not Path(args.plot).parent.exists():
         raise CliError(f"--plot: the directory {str(Path(args.plot).parent)!r} does not exist")
+    if args.modisco and not args.hypothetical:
+        raise CliError("--modisco writes hypothetical contributions: add --hypothetical")
+    if args.background is None and args.references is None:
+        raise CliError("explain needs --background BG.npy, or --references per sample")
     model = load_model_file(args.model, allow_lambda=args.allow_lambda)
     names = model_input_names(model)
-    background = load_arrays(args.background, "--background", names)
     inputs = load_arrays(args.inputs, "--inputs", names, mmap=True)
+    references, background = _references(args, names, len(inputs[0]))
+    if args.background is not None:
+        background = load_arrays(args.background, "--background", names)
     if args.plot and (len(inputs) != 1 or not _is_image_like(inputs[0].shape)):
         shapes = ", ".join(str(a.shape) for a in inputs)
         raise CliError(f"--plot needs one image-like input of shape (n, h, w) or (n, h, w, c) with c in 1, 3, 4; got {shapes}")
     try:
-        explainer = tfshap.compile(model, _one_or_list(background), output=args.output, batch_size=args.batch_size)
+        compiled_background = background if callable(background) else _one_or_list(background)
+        explainer = tfshap.compile(model, compiled_background, output=args.output, inputs=args.attribute_to,
+                                   batch_size=args.batch_size)
     except tfshap.UnsupportedOpError as exc:
         raise CliError(f"{args.model} is not supported: {_unsupported_summary(exc)}", EXIT_UNSUPPORTED) from None
     except ValueError as exc:
         raise _about_file(exc, "background", f"--background {args.background}") from None
-    _check_rows(inputs, explainer.traced.input_specs, f"--inputs {args.inputs}")
+    _check_rows(inputs, explainer.input_specs, f"--inputs {args.inputs}")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tfshap-") as scratch:
         scratch_values = [Path(scratch) / f"values_{i}.npy" for i in range(len(inputs))]
+        options = {"hypothetical": True} if args.hypothetical else {}
         try:  # values stream to memory-mapped scratch files, then into the .npz
             result = explainer.explain_to(
-                _one_or_list(scratch_values), _one_or_list(inputs), check_additivity=True, progress=args.progress
+                _one_or_list(scratch_values), _one_or_list(inputs), references=references, check_additivity=True,
+                progress=args.progress, **options,
             )
         except ValueError as exc:
             raise _about_file(exc, "x", f"--inputs {args.inputs}") from None
@@ -393,7 +403,50 @@ def cmd_explain(args) -> int:
                 path=args.plot,
             )
             print(f"wrote {args.plot}" + (f" (the first {shown} of {len(inputs[0])} inputs)" if shown < len(inputs[0]) else ""))
+        if args.modisco:
+            _write_modisco(args.modisco, inputs, result)
     return EXIT_OK
+
+
+def _references(args, names: list[str], n: int):
+    """``(references for explain, background for compile)`` from ``--references``: arrays or a shuffle function."""
+    if args.references is None:
+        return None, None
+    text = args.references
+    if text.startswith("shuffle:"):
+        parts = text.split(":")
+        try:
+            k, seed = int(parts[1]), int(parts[2]) if len(parts) > 2 else 0
+        except (IndexError, ValueError):
+            raise CliError(f"--references {text}: expected shuffle:K or shuffle:K:SEED with integers K and SEED") from None
+        if k < 1 or len(parts) > 3:
+            raise CliError(f"--references {text}: expected shuffle:K or shuffle:K:SEED with K >= 1")
+        from .sequence import shuffled_references
+
+        return None, shuffled_references(k, seed)
+    references = load_arrays(text, "--references", names, mmap=True)
+    if any(len(r) != n for r in references):
+        raise CliError(f"--references {text}: expected one block of reference rows per row of --inputs ({n}); "
+                       f"got {[len(r) for r in references]}")
+    return _one_or_list(references), [r[0] for r in references]  # the first sample's rows trace the model
+
+
+def _write_modisco(directory: str, inputs: list, result) -> None:
+    """ohe.npz and shap.npz (shap_<j>.npz for several outputs) for ``modisco motifs``."""
+    import numpy as np
+
+    from .sequence import write_modisco_inputs
+
+    if len(inputs) != 1:
+        raise CliError("--modisco needs a model with one (one-hot) input")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    values = np.asarray(result.values)
+    outputs = values.shape[-1]
+    for j in range(outputs):
+        ohe, shap_file = write_modisco_inputs(directory, np.asarray(inputs[0]), values[..., j])
+        if outputs > 1:
+            shap_file = shap_file.rename(shap_file.with_name(f"shap_{j}.npz"))
+        print(f"wrote {ohe} and {shap_file} for `modisco motifs -s {ohe} -a {shap_file}`")
 
 
 def _check_rows(arrays: list, specs, where: str) -> None:
@@ -432,6 +485,13 @@ def _pipeline_flags(args) -> list[tuple[str, object]]:
 
 def cmd_explain_pipeline(args) -> int:
     """``tfshap explain MODEL --background BG --inputs GLOB --out DIR/``: Beam's RunInference over sharded files."""
+    if args.background is None:
+        raise CliError("the Beam pipeline (--out DIR/) needs --background BG.npy")
+    single = [flag for flag, value in (("--references", args.references), ("--hypothetical", args.hypothetical or None),
+                                       ("--modisco", args.modisco), ("--plot", args.plot)) if value is not None]
+    if single:
+        raise CliError(f"{', '.join(single)}: for --out OUT.npz (in this process); the Beam pipeline (--out DIR/) "
+                       "takes a shared --background")
     beam_module = _import_beam()
     local = _check_pipeline_flags(args)
     options = _pipeline_options(beam_module, args, local)
@@ -639,6 +699,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"tfshap: error: {_one_line(message)} (see `{self.prog} --help`)\n")
 
 
+def _add_attribute_to(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--attribute-to", metavar="LAYER",
+        help="attribute to this layer's output (e.g. a token model's embedding) instead of the model inputs",
+    )
+
+
 def _add_allow_lambda(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-lambda", action="store_true",
@@ -664,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="compile a saved model; list the rules it uses or the ops it lacks")
     p.add_argument("model", metavar="MODEL", help="a .keras or .h5 file or a SavedModel directory")
     p.add_argument("--background", metavar="BG.npy", help="background rows (.npy, or .npz for several inputs); default: one row of zeros")
-    p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's")
+    p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's; 'logits': the pre-activation of the final layer")
+    _add_attribute_to(p)
     _add_allow_lambda(p)
     p.set_defaults(func=cmd_check)
 
@@ -673,10 +741,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=EXPLAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
     p.add_argument("model", metavar="MODEL", help="a .keras or .h5 file or a SavedModel directory")
-    p.add_argument("--background", required=True, metavar="BG.npy", help="background rows (.npy, or .npz of one array per model input, by input name or in input order)")
+    p.add_argument("--background", metavar="BG.npy", help="background rows (.npy, or .npz of one array per model input, by input name or in input order); required unless --references")
     p.add_argument("--inputs", required=True, metavar="X.npy", help="rows to explain (.npy, memory-mapped and explained in blocks; or .npz as for --background); with --out DIR/, a glob of .npy, .npz and TFRecord files")
     p.add_argument("--out", required=True, metavar="OUT.npz|DIR/", help="OUT.npz: values (values_0, values_1, ... for several inputs), base_values, outputs; DIR/: the Beam pipeline's Parquet shards")
-    p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's")
+    p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's; 'logits': the pre-activation of the final layer")
+    _add_attribute_to(p)
+    p.add_argument("--references", metavar="REFS.npy|shuffle:K[:SEED]", help="per-sample references: an array (n, K, *input_shape) (.npy, or .npz per input), or K dinucleotide shuffles of each one-hot sample")
+    p.add_argument("--hypothetical", action="store_true", help="hypothetical contributions of one-hot inputs (the last axis one-hot)")
+    p.add_argument("--modisco", metavar="DIR", help="also write ohe.npz and shap.npz there for `modisco motifs -s ohe.npz -a shap.npz` (with --hypothetical; shap_<j>.npz per output for several outputs)")
     p.add_argument("--batch-size", type=int, metavar="PAIRS", help="(sample, background) pairs per chunk; default: from available memory")
     p.add_argument("--plot", metavar="OUT.png", help="also write a heatmap grid (image-like inputs)")
     _add_allow_lambda(p)
