@@ -56,9 +56,12 @@ class AttributionCallback(keras.callbacks.Callback, tf_keras.callbacks.Callback)
         Log every n-th epoch.
     output : str, optional
         As in :func:`tfshap.compile`: None, ``"logits"`` or a layer name.
+    inputs : str, optional
+        As in :func:`tfshap.compile`: a layer whose output is attributed to (a token model's
+        embedding).
     """
 
-    def __init__(self, samples, background, log_dir=None, every_n_epochs=1, output=None):
+    def __init__(self, samples, background, log_dir=None, every_n_epochs=1, output=None, inputs=None):
         keras.callbacks.Callback.__init__(self)
         tf_keras.callbacks.Callback.__init__(self)
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
@@ -68,6 +71,7 @@ class AttributionCallback(keras.callbacks.Callback, tf_keras.callbacks.Callback)
         self.log_dir = None if log_dir is None else str(log_dir)
         self.every_n_epochs = int(every_n_epochs)
         self.output = output
+        self.inputs = inputs
         self.history: list[Attributions] = []
         self.epochs: list[int] = []
         self.explainer = None
@@ -126,7 +130,7 @@ class AttributionCallback(keras.callbacks.Callback, tf_keras.callbacks.Callback)
     def _compiled(self):
         """The explainer for the current model: compiled on first use, then reused (it reads live weights)."""
         if self.explainer is None or self._explained_model is not self.model:
-            self.explainer = compile_explainer(self.model, self.background, output=self.output)
+            self.explainer = compile_explainer(self.model, self.background, output=self.output, inputs=self.inputs)
             self._explained_model = self.model
         return self.explainer
 
