@@ -60,7 +60,7 @@ RULE_DOC = (
 # -- the Shapley split of one window ----------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _weight_tables(w: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(W_P, W_N)`` flattened ``(w+1)²``: ``q!(p−1)!/(p+q)!`` and ``(q−1)!p!/(p+q)!`` at ``p·(w+1) + q`` (0 where p or q is 0)."""
+    """``(W_P, W_N)`` flattened: ``q!(p−1)!/(p+q)!`` and ``(q−1)!p!/(p+q)!`` at ``p·(w+1) + q`` (0 for p or q = 0)."""
     wp, wn = np.zeros((w + 1, w + 1)), np.zeros((w + 1, w + 1))
     for p in range(w + 1):
         for q in range(w + 1):
@@ -143,7 +143,8 @@ def cross_max_multipliers(x: tf.Tensor, r: tf.Tensor) -> tf.Tensor:
     mx, mr = tf.reduce_max(x, -1), tf.reduce_max(r, -1)
     chosen = tf.where(mx >= mr, arg_x, arg_r)
     batch_dims = x.shape.rank - 1
-    m = _cross_max_multiplier(mx, mr, tf.gather(x, chosen, batch_dims=batch_dims), tf.gather(r, chosen, batch_dims=batch_dims))
+    at = lambda t: tf.gather(t, chosen, batch_dims=batch_dims)  # noqa: E731
+    m = _cross_max_multiplier(mx, mr, at(x), at(r))
     return tf.one_hot(chosen, tf.shape(x)[-1], dtype=x.dtype) * m[..., None]
 
 
@@ -308,7 +309,8 @@ class _Windows:
         n = len(self.in_sizes)
         if self.tiles:
             covered = t[(slice(None), *(slice(o * k) for o, k in zip(self.out_sizes, self.ksize)))]
-            split = tf.reshape(covered, [-1, *[d for o, k in zip(self.out_sizes, self.ksize) for d in (o, k)], self.channels])
+            pairs = [d for o, k in zip(self.out_sizes, self.ksize) for d in (o, k)]
+            split = tf.reshape(covered, [-1, *pairs, self.channels])
             moved = tf.transpose(split, [0, *range(1, 2 * n, 2), 2 * n + 1, *range(2, 2 * n + 1, 2)])
             return tf.reshape(moved, [-1, len(self.index), self.channels, self.w])
         rows = tf.transpose(tf.reshape(t, [-1, int(np.prod(self.in_sizes)), self.channels]), [1, 0, 2])
@@ -324,7 +326,8 @@ class _Windows:
             split = tf.reshape(per_window, [-1, *self.out_sizes, self.channels, *self.ksize])
             moved = tf.transpose(split, [0, *[a for d in range(n) for a in (1 + d, n + 2 + d)], n + 1])
             covered = tf.reshape(moved, [-1, *[o * k for o, k in zip(self.out_sizes, self.ksize)], self.channels])
-            rest = [[0, 0], *[[0, size - o * k] for size, o, k in zip(self.in_sizes, self.out_sizes, self.ksize)], [0, 0]]
+            uncovered = [[0, size - o * k] for size, o, k in zip(self.in_sizes, self.out_sizes, self.ksize)]
+            rest = [[0, 0], *uncovered, [0, 0]]
             return tf.pad(covered, rest)
         moved = tf.transpose(per_window, [1, 3, 0, 2])  # (windows, w, batch, channels)
         flat = tf.reshape(moved, tf.concat([[-1], tf.shape(moved)[2:]], 0))

@@ -171,7 +171,8 @@ def _one_vs_rest_multipliers(op: tf.Operation):
     far = tf.reduce_sum(tf.cast(~same_a, tf.int32), -1, keepdims=True)
     same_b = far - tf.cast(~same_a, tf.int32) == 0  # every logit but o agrees
     dd = lambda u, v, same: _divided_difference(g, slope, u, v, same)  # noqa: E731
-    # φa = ½[g(ax − br) − g(ar − br)] + ½[g(ax − bx) − g(ar − bx)], φb = ½[g(ax − bx) − g(ax − br)] + ½[g(ar − bx) − g(ar − br)]
+    # φa = ½[g(ax − br) − g(ar − br)] + ½[g(ax − bx) − g(ar − bx)],
+    # φb = ½[g(ax − bx) − g(ax − br)] + ½[g(ar − bx) − g(ar − br)]
     m_a = 0.5 * (dd(ax - br, ar - br, same_a) + dd(ax - bx, ar - bx, same_a))
     m_b = -0.5 * (dd(ax - bx, ax - br, same_b) + dd(ar - bx, ar - br, same_b))
     rest = m_b * _log_multiplier(bx, br, same_b)

@@ -1,8 +1,8 @@
 """The rule contract, for every registered op type (see DESIGN.md, "Tests that keep it honest").
 
 For each case of the table in :mod:`.cases`, one graph per dtype is traced the way the
-runner traces a model, with the case's rule set (``Case.rules``): the varying inputs are paired (foreground rows, then reference
-rows), the case builds its op, :func:`tfshap.rewrite.rewrite` installs the rules, and
+runner traces a model, with the case's rule set (``Case.rules``): the varying inputs are
+paired (foreground rows, then reference rows), the case builds its op, :func:`tfshap.rewrite.rewrite` installs the rules, and
 symbolic ``tf.gradients`` of the foreground outputs, weighted by ``w``, gives the
 multipliers ``m``. Then
 
