@@ -3,6 +3,7 @@ against exact Shapley values on small trained models.
 
     TF_CPP_MIN_LOG_LEVEL=3 python tools/faithfulness.py                 # every model, shap included
     TF_CPP_MIN_LOG_LEVEL=3 python tools/faithfulness.py --models softmax_mlp maxpool --no-shap --seed 1
+    TF_CPP_MIN_LOG_LEVEL=3 python tools/faithfulness.py --cost             # the rule sets' cost, not faithfulness
 
 Every model is float64, has at most 12 input features, and is trained (Keras 3, seeded) on data
 that ships with scikit-learn (diabetes; breast cancer, 12 features; the 8×8 digits cropped to
@@ -745,12 +746,18 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--no-shap", action="store_true", help="skip shap.DeepExplainer (its subprocess)")
     parser.add_argument("--seed", type=int, default=0, help="the data split, initial weights and background rows")
+    parser.add_argument("--cost", action="store_true",
+                        help="instead: time each rule set on tools/bench.py's digits CNN and wide CNN")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per rule set with --cost")
     parser.add_argument("--shap-worker", metavar="REQUEST", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.shap_worker:
         shap_worker(args.shap_worker)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.cost:
+        print(cost_table(args.repeats))
+        return
     log = lambda text: print(text, file=sys.stderr, flush=True)
     start = time.perf_counter()
     trained = {name: train(name, args.seed) for name in args.models}
@@ -765,6 +772,42 @@ def main(argv=None) -> None:
     print(f"\n{N_SAMPLES} samples × {N_BACKGROUND} reference rows per model, seed {args.seed};"
           f" {time.perf_counter() - start:.0f}s in all"
           f" on {_cpu_model()} ({os.cpu_count()} cores).")
+
+
+#: tools/bench.py's workloads timed by ``--cost``: name -> (samples N, background rows K).
+COST_WORKLOADS = {"cnn": (32, 100), "wide_cnn": (4, 20)}
+
+
+def cost_table(repeats: int) -> str:
+    """Markdown: seconds per explanation under each rule set and the plain-gradient floor, round robin in one
+    process (tools/bench.py's models, samples and timing), and each one's time against the default rules."""
+    import tfshap
+    from tfshap.demo import load_digits_data
+
+    bench = load_sibling("bench")
+    data = load_digits_data()
+    lines = ["| workload | rules | best s | median s | best vs default | CPU vs default | best vs floor | notes |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    load_before = os.getloadavg()[0]
+    for name, (n, k) in COST_WORKLOADS.items():
+        workload = bench.prepare_workload(name, argparse.Namespace(n=n, k=k, epochs=3), data)
+        methods = {}
+        model, background = workload["model"], workload["background"]
+        for rules in tfshap.registry.rule_sets():
+            compile_explainer = lambda model=model, background=background, rules=rules: tfshap.compile(
+                model, background, rules=rules)
+            call, note, _, _ = bench._compiled(compile_explainer, workload["samples"])
+            methods[rules] = (call, note)
+        methods[bench.FLOOR] = bench.tfshap_and_floor(workload)[bench.FLOOR]
+        rows = {row[2]: row for row in bench.time_methods(workload, methods, repeats)}
+        default, floor = rows["default"], rows[bench.FLOOR]
+        for method, (label, _, _, best, median, cpu, note) in rows.items():
+            lines.append(f"| {label} | {method} | {best:.3f} | {median:.3f} | {best / default[3]:.2f}× "
+                         f"| {cpu / default[5]:.2f}× | {best / floor[3]:.2f}× | {note} |")
+    lines.append(f"\n{repeats} timed calls each, round robin, after a warm-up; the best counts. 1-minute load "
+                 f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {_cpu_model()} "
+                 f"({os.cpu_count()} cores).")
+    return "\n".join(lines)
 
 
 def _cpu_model() -> str:
