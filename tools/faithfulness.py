@@ -804,10 +804,42 @@ def cost_table(repeats: int) -> str:
         for method, (label, _, _, best, median, cpu, note) in rows.items():
             lines.append(f"| {label} | {method} | {best:.3f} | {median:.3f} | {best / default[3]:.2f}× "
                          f"| {cpu / default[5]:.2f}× | {best / floor[3]:.2f}× | {note} |")
+    lines += ["", *window_cost_lines(repeats)]
     lines.append(f"\n{repeats} timed calls each, round robin, after a warm-up; the best counts. 1-minute load "
                  f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {_cpu_model()} "
                  f"({os.cpu_count()} cores).")
     return "\n".join(lines)
+
+
+def window_cost_lines(repeats: int, inputs: int = 1 << 22, sizes=(4, 9, 16, 25)) -> list:
+    """Markdown: the Shapley split of a window max against cross-max, alone, on ``inputs`` float32 values in windows
+    of each size (best of ``repeats``), with the ops and tracing time of the Shapley split's graph."""
+    import tensorflow as tf
+
+    from tfshap.rewrite_rules import pooling
+
+    rng = np.random.default_rng(0)
+    warm = tf.TensorSpec([None, 2], tf.float32)
+    tf.function(pooling.shapley_max_multipliers).get_concrete_function(warm, warm)  # the first trace's set-up
+    lines = ["| window w | Shapley split s | cross-max s | ratio | Shapley graph ops | tracing s |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for w in sizes:
+        x, r = (tf.constant(rng.normal(size=(inputs // w, w)), tf.float32) for _ in range(2))
+        spec = tf.TensorSpec([None, w], tf.float32)
+        start = time.perf_counter()
+        shapley = tf.function(pooling.shapley_max_multipliers).get_concrete_function(spec, spec)
+        tracing = time.perf_counter() - start
+        cross = tf.function(pooling.cross_max_multipliers).get_concrete_function(spec, spec)
+        best = [min(_seconds(fn, x, r) for _ in range(repeats)) for fn in (shapley, cross)]
+        lines.append(f"| {w} | {best[0]:.3f} | {best[1]:.3f} | {best[0] / best[1]:.1f}× "
+                     f"| {len(shapley.graph.get_operations())} | {tracing:.2f} |")
+    return lines
+
+
+def _seconds(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def _cpu_model() -> str:
