@@ -40,10 +40,10 @@ from tfshap.pair import cached_multipliers, close, foreground, halves, on_foregr
 from tfshap.registry import APPLY, DEFAULT_RULES, Refusal, rule
 
 #: The largest window (inputs per maximum) that gets the Shapley split; larger ones get cross-max.
-#: Its work grows as w² per window and its graph as w²/2 pairs: on 4M inputs, alone, it takes 3×
-#: cross-max's time at w = 4, 12× at 16 (2,200 ops, 0.6 s of tracing) and 22× at 25 (5,400 ops);
-#: on the digits CNN and the wide CNN (2×2 windows) the whole explanation takes 6–10% longer
-#: (BENCHMARKS.md, ``tools/faithfulness.py --cost``). 16 covers 2×2, 3×3, 4×4 and 2×2×2 pooling.
+#: Its work grows as w² per window and its graph as w²/2 pairs: on 4M inputs, alone, it takes about
+#: 3× cross-max's time at w = 4, 10× at 16 (2,200 ops, half a second of tracing) and 23× at 25
+#: (5,400 ops); on the digits CNN and the wide CNN (2×2 windows) the whole explanation takes 5–9%
+#: longer (BENCHMARKS.md, ``tools/faithfulness.py --cost``). 16 covers 2×2, 3×3, 4×4, 2×2×2 pooling.
 SHAPLEY_MAX_WINDOW = 16
 
 #: Why ``jit_compile=True`` is refused for these rules (misses of 1e-4 in float32 were measured).

@@ -2,9 +2,9 @@
 
 For each case of the table in :mod:`.cases`, one graph per dtype is traced the way the
 runner traces a model, with the case's rule set (``Case.rules``): the varying inputs are
-paired (foreground rows, then reference rows), the case builds its op, :func:`tfshap.rewrite.rewrite` installs the rules, and
-symbolic ``tf.gradients`` of the foreground outputs, weighted by ``w``, gives the
-multipliers ``m``. Then
+paired (foreground rows, then reference rows), the case builds its op,
+:func:`tfshap.rewrite.rewrite` installs the rules, and symbolic ``tf.gradients`` of the
+foreground outputs, weighted by ``w``, gives the multipliers ``m``. Then
 
 * local summation-to-delta, per row: ``Σ m · (x − r) = Σ w · (f(x) − f(r))`` (float64, 1e-9);
 * ``x == r`` gives the true gradient (an eager ``tf.GradientTape``, which ignores overrides);
