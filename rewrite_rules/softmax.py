@@ -20,17 +20,21 @@ by ~1e8 and take every digit of the others with it in float32.
 ``a = z_o − d_o`` and the log-sum of the rest ``b = log s_o``, ``s_o = Σ_{j≠o} exp(z_j − d_o)``;
 ``p_o = σ(a − b)`` (``log p_o = log σ(a − b)``). Their two-player Shapley split is
 
-    φa = ½[g(ax − br) − g(ar − br)] + ½[g(ax − bx) − g(ar − bx)],   φb = Δ(output) − φa,
+    φa = ½[g(ax − br) − g(ar − br)] + ½[g(ax − bx) − g(ar − bx)],
+    φb = ½[g(ax − bx) − g(ax − br)] + ½[g(ar − bx) − g(ar − br)]      (φa + φb = Δ(output)),
 
 with ``g = σ`` (log σ for LogSoftmax), and ``φb`` reaches the other logits through
 ``b = log s_o`` as in the default rule: ``M[o, o] = φa / Δa`` and
-``M[o, j≠o] = (φb / Δb) · (Δb / Δs_o) · (Δe_j / Δz_j)``. The shift ``d_o`` is the largest logit
+``M[o, j≠o] = (φb / Δb) · (Δb / Δs_o) · (Δe_j / Δz_j)``. ``φa / Δa`` and ``φb / Δb`` are sums of
+divided differences of ``g``, each taken as ``g′`` at the midpoint where its two arguments agree
+to rounding (so ``x == r`` gives the true gradient). The shift ``d_o`` is the largest logit
 other than ``o`` over both rows (so one row has ``s_o ≥ 1`` and nothing overflows): the overall
 maximum for every output but the one holding it, which takes the second largest. ``s_o`` is a
 sum of the others where ``o`` is its row's largest (``S − e_o`` would cancel there), else
-``S · (1 − p_o)`` with ``p_o ≤ ½``. The backward pass is O(C): with ``κ_o = g_o · (φb/Δb)_o · (Δb/Δs)_o``
-and ``o*`` the output holding the maximum, ``m_j = g_j · m_a,j + m_e,j · (Σ_{o≠o*} κ_o − κ_j [j≠o*])
-+ κ_{o*} · m_e2,j [j≠o*]`` (``m_e2`` at the second shift); then centred as above. It is exact in
+``S · (1 − p_o)`` with ``p_o ≤ ½``. The backward pass is O(C): with ``κ_o = g_o · (φb/Δb)_o ·
+(Δb/Δs)_o`` (``g_o`` the incoming gradient) and ``o*`` the output holding the maximum,
+``m_j = g_j · m_a,j + m_e,j · (Σ_{o≠o*} κ_o − κ_j [j≠o*]) + κ_{o*} · m_e2,j [j≠o*]`` (``m_e2`` at
+the second shift); then centred as above. It is exact in
 summation and keeps the null player; on the faithfulness benchmark it comes closer to exact
 Shapley values than the default on most samples (BENCHMARKS.md).
 """
