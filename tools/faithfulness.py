@@ -3,6 +3,7 @@ against exact Shapley values on small trained models.
 
     TF_CPP_MIN_LOG_LEVEL=3 python tools/faithfulness.py                 # every model, shap included
     TF_CPP_MIN_LOG_LEVEL=3 python tools/faithfulness.py --models softmax_mlp maxpool --no-shap --seed 1
+    TF_CPP_MIN_LOG_LEVEL=3 python tools/faithfulness.py --cost             # the rule sets' cost, not faithfulness
 
 Every model is float64, has at most 12 input features, and is trained (Keras 3, seeded) on data
 that ships with scikit-learn (diabetes; breast cancer, 12 features; the 8×8 digits cropped to
@@ -13,28 +14,29 @@ truth is ``tools/shapley.py``: the exact Shapley value of ``v(S) = f(x_S, r_rest
 the ``K`` rows, which is what DeepSHAP approximates with the same rows.
 
 Methods (columns):
-- ``tfshap``: ``tfshap.compile(model, background)``, the default rules;
+- ``tfshap``: ``tfshap.compile(model, background)``, the default rules (exact Shapley values per
+  max-pooling window of at most 16 inputs, the centred softmax split);
 - ``shap``: ``shap.DeepExplainer`` 0.51, in a subprocess with ``TF_USE_LEGACY_KERAS=1`` on the
   same tf_keras model and weights (where it runs; otherwise the cell says why not);
 - ``EG``: ``tfshap.GradientExplainer`` (expected gradients, 200 draws, seeded);
 - ``IG``: ``method="integrated_gradients"`` (50 Gauss–Legendre nodes, averaged over the rows);
-- candidate rules, prototyped here (none is registered in tfshap):
-  - ``centred``: softmax on centred logits, ``m_z = m̃ − mean_j m̃`` with ``m̃`` the default
-    rule's multipliers at ``z − mean z`` (run through tfshap itself, by inserting a linear
-    ``z − mean(z)`` Lambda before the softmax: the same function, the rule the lead plans);
+- tfshap's other rule sets, where they change something on the model:
+  - ``crossmax``: ``rules="crossmax"``, cross-max for every max-pooling window (shap's rule, and
+    tfshap's default before the Shapley split);
+  - ``shapley``: ``rules="shapley"``, the 1-vs-rest softmax split: per output, the two-player
+    Shapley split between its own logit and the log-sum-exp of the others, centred;
+- candidate rules, prototyped here in NumPy (none is registered in tfshap):
   - ``RevealCancel``: DeepLIFT's RevealCancel (Shrikumar et al. 2017) on every elementwise
-    nonlinearity after a linear map, in numpy (the NumPy DeepLIFT below);
-  - ``Shapley pool``: exact Shapley values per max-pooling window, as multipliers ``φ_i / Δ_i``
-    (a closed form in O(w²) per window of w inputs, :func:`max_shapley`; equal to enumerating
-    the 2^w coalitions), in numpy;
+    nonlinearity after a linear map (the NumPy DeepLIFT below);
   - ``Shapley softmax``: exact Shapley values over the centred logits of the softmax
-    (2^C coalitions for C classes), then centred as above, in numpy (``, raw``: not centred);
-  - ``1-vs-rest softmax``: per output, the two-player Shapley split between its own logit and
-    the log-sum-exp of the others (:func:`softmax_one_vs_rest`), centred (``, raw``: not).
+    (2^C coalitions for C classes), then centred (``, raw``: not centred);
+  - ``1-vs-rest softmax, raw``: the ``shapley`` rule set's split without centring
+    (:func:`softmax_one_vs_rest`).
 
 The NumPy DeepLIFT handles chains of Dense/Conv2D (with an elementwise activation),
-MaxPooling2D, Flatten and Softmax; with the default rules it reproduces tfshap (checked, and
-printed), so its variants differ from tfshap only by the rule they change.
+MaxPooling2D, Flatten and Softmax; with the default rules it reproduces tfshap, and with cross-max
+pooling and the 1-vs-rest softmax tfshap's other rule sets (checked, and printed), so its
+variants differ from tfshap only by the rule they change.
 Scores against the exact values: relative L2 error ``‖φ − φ*‖ / ‖φ*‖`` over samples, features
 and outputs; Spearman rank correlation of the features' values, per sample and output, averaged;
 and the top-3 overlap of the features by ``|φ|``, averaged; for the candidates, also the share of
@@ -121,8 +123,8 @@ CASES = {
 }
 
 
-def build(K, name: str, centred: bool = False):
-    """The model ``name`` in the Keras module ``K``; ``centred`` inserts ``z − mean(z)`` before a softmax."""
+def build(K, name: str):
+    """The model ``name`` in the Keras module ``K``."""
     L = K.layers
     inp = K.Input(CASES[name].shape)
     if name == "relu_mlp":
@@ -135,11 +137,11 @@ def build(K, name: str, centred: bool = False):
         h = L.Dense(16, activation="sigmoid", name="d0")(inp)
         return K.Model(inp, L.Dense(1, activation="sigmoid", name="out")(h))
     if name == "softmax_mlp":
-        return K.Model(inp, _softmax_head(K, L.Dense(24, activation="relu", name="d0")(inp), centred))
+        return K.Model(inp, _softmax_head(K, L.Dense(24, activation="relu", name="d0")(inp)))
     if name == "maxpool":
         h = L.Conv2D(8, 2, padding="same", activation="relu", name="conv")(inp)
         h = L.Flatten(name="flat")(L.MaxPooling2D(2, strides=(2, 1), name="pool")(h))
-        return K.Model(inp, _softmax_head(K, h, centred))
+        return K.Model(inp, _softmax_head(K, h))
     if name == "gate":  # a gated linear unit: value ⊙ sigmoid(gate)
         value, gate = L.Dense(8, name="value")(inp), L.Dense(8, activation="sigmoid", name="gate")(inp)
         return K.Model(inp, L.Dense(1, name="out")(L.Multiply(name="mul")([value, gate])))
@@ -156,14 +158,9 @@ def build(K, name: str, centred: bool = False):
     raise KeyError(name)
 
 
-def _softmax_head(K, h, centred: bool):
-    """Dense(10) logits, then a Softmax layer; ``centred``: a ``z − mean(z)`` Lambda between them."""
-    logits = K.layers.Dense(CLASSES, name="logits")(h)
-    if centred:
-        import tensorflow as tf
-
-        logits = K.layers.Lambda(lambda z: z - tf.reduce_mean(z, -1, keepdims=True), name="centre")(logits)
-    return K.layers.Softmax(name="softmax")(logits)
+def _softmax_head(K, h):
+    """Dense(10) logits, then a Softmax layer."""
+    return K.layers.Softmax(name="softmax")(K.layers.Dense(CLASSES, name="logits")(h))
 
 
 def weights_of(model) -> dict:
@@ -172,7 +169,7 @@ def weights_of(model) -> dict:
 
 
 def load_weights(model, weights: dict) -> None:
-    """Set the weights of every layer named in ``weights`` (a ``centre`` Lambda has none)."""
+    """Set the weights of every layer named in ``weights``."""
     for name, arrays in weights.items():
         model.get_layer(name).set_weights(arrays)
 
@@ -183,8 +180,10 @@ def explained(K, model, output: str | None):
 
 
 def float64(K):
-    """Build float64 layers in ``K`` within the block (tools/coverage.py's ``floatx``)."""
-    return load_sibling("coverage").floatx(K, "float64")
+    """Build float64 layers in ``K`` within the block (:func:`tfshap.testing.floatx`)."""
+    from tfshap.testing import floatx
+
+    return floatx(K, "float64")
 
 
 def train(name: str, seed: int = 0):
@@ -333,7 +332,7 @@ def deeplift(stages: list, x: np.ndarray, references: np.ndarray, rules: dict) -
     """DeepSHAP values ``(n, *shape, n_outputs)``: per (sample, reference) pair multipliers, averaged over references.
 
     ``rules``: ``act`` ("rescale" | "reveal_cancel"), ``pool`` ("crossmax" | "shapley"),
-    ``softmax`` ("default" | "centred" | "shapley" | "projected").
+    ``softmax`` (a key of :data:`SOFTMAX_RULES`).
     """
     n, k = len(x), len(references)
     X = np.repeat(x.reshape(n, -1), k, 0)
@@ -446,7 +445,8 @@ def _exact_shapley(f, x: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 # -- softmax rules: M[p, o, j] = the multiplier of p_o with respect to z_j ----------------------
 def softmax_default(zx: np.ndarray, zr: np.ndarray) -> np.ndarray:
-    """tfshap's: e = exp(z − c) (rescale), s = Σe, log p = z − c − log s (rescale on log), p = exp(log p) (rescale)."""
+    """tfshap's before centring: e = exp(z − c) (rescale), s = Σe, log p = z − c − log s (rescale on log),
+    p = exp(log p) (rescale)."""
     c = np.maximum(zx.max(-1, keepdims=True), zr.max(-1, keepdims=True))
     ex, er = np.exp(zx - c), np.exp(zr - c)
     m_e = _ratio(ex - er, zx - zr, np.exp((zx + zr) / 2 - c))
@@ -513,24 +513,24 @@ def softmax_one_vs_rest(zx: np.ndarray, zr: np.ndarray) -> np.ndarray:
 
 
 SOFTMAX_RULES = {
-    "default": softmax_default,
-    "centred": _centred(softmax_default),
+    "default": softmax_default,  # before centring: a common shift of the logits gets credit
+    "centred": _centred(softmax_default),  # tfshap's default
     "shapley": _centred(softmax_shapley),
     "shapley_raw": softmax_shapley,
     "projected": softmax_projected,
-    "one_vs_rest": _centred(softmax_one_vs_rest),
+    "one_vs_rest": _centred(softmax_one_vs_rest),  # tfshap's rules="shapley"
     "one_vs_rest_raw": softmax_one_vs_rest,
 }
-DEFAULT_RULES = {"act": "rescale", "pool": "crossmax", "softmax": "default"}
+#: tfshap's default rules, in NumPy.
+DEFAULT_RULES = {"act": "rescale", "pool": "shapley", "softmax": "centred"}
+#: tfshap's other rule sets, in NumPy: name -> the rules they change (checked against tfshap).
+RULE_SETS = {"crossmax": {"pool": "crossmax"}, "shapley": {"softmax": "one_vs_rest"}}
 #: The NumPy variants reported: name -> the rules they change, and which stages they need to differ.
 VARIANTS = {
     "RevealCancel": ({"act": "reveal_cancel"}, ("act",)),
-    "Shapley pool": ({"pool": "shapley"}, ("pool",)),
     "Shapley softmax": ({"softmax": "shapley"}, ("softmax",)),
     "Shapley softmax, raw": ({"softmax": "shapley_raw"}, ("softmax",)),
-    "1-vs-rest softmax": ({"softmax": "one_vs_rest"}, ("softmax",)),
     "1-vs-rest softmax, raw": ({"softmax": "one_vs_rest_raw"}, ("softmax",)),
-    "Shapley pool + 1-vs-rest": ({"pool": "shapley", "softmax": "one_vs_rest"}, ("pool", "softmax")),
 }
 
 
@@ -587,11 +587,8 @@ def explain_model(name: str, trained: tuple, shap_values: dict, log) -> dict:
         values["IG"] = tfshap.compile(model, background, output=output, method="integrated_gradients").explain(x).values
         if row in shap_values:
             values["shap"] = shap_values[row]
-        if output is None and _has_softmax(model):
-            with float64(keras):
-                centred = build(keras, name, centred=True)
-            load_weights(centred, weights)
-            values["centred"] = tfshap.compile(centred, background).explain(x).values
+        for rule_set in _rule_sets_changing(target):
+            values[rule_set] = tfshap.compile(model, background, output=output, rules=rule_set).explain(x).values
         checks = _numpy_variants(target, x, background, values)
         results[row] = {m: scores(v, exact) if isinstance(v, np.ndarray) else v for m, v in values.items()}
         results[row]["_checks"] = {"keras_gap": gap, **checks}
@@ -599,8 +596,10 @@ def explain_model(name: str, trained: tuple, shap_values: dict, log) -> dict:
     return results
 
 
-def _has_softmax(model) -> bool:
-    return any(type(layer).__name__ == "Softmax" for layer in model.layers)
+def _rule_sets_changing(model) -> list:
+    """tfshap's rule sets other than the default that treat some layer of ``model`` differently."""
+    kinds = {type(layer).__name__ for layer in model.layers}
+    return [name for name, layers in (("crossmax", {"MaxPooling2D"}), ("shapley", {"Softmax"})) if kinds & layers]
 
 
 def _numpy_variants(target, x, background, values: dict) -> dict:
@@ -610,11 +609,10 @@ def _numpy_variants(target, x, background, values: dict) -> dict:
         return {}
     base = deeplift(stages, x, background, DEFAULT_RULES)
     checks = {"numpy_vs_tfshap": float(np.max(np.abs(base - values["tfshap"])))}
-    if "centred" in values:
-        centred = deeplift(stages, x, background, {**DEFAULT_RULES, "softmax": "centred"})
-        checks["numpy_vs_tfshap_centred"] = float(np.max(np.abs(centred - values["centred"])))
-        projected = deeplift(stages, x, background, {**DEFAULT_RULES, "softmax": "projected"})
-        checks["projected_only_sum_gap"] = float(np.max(np.abs(_totals(projected) - _totals(base))))
+    for rule_set, change in RULE_SETS.items():
+        if rule_set in values:
+            numpy_values = deeplift(stages, x, background, {**DEFAULT_RULES, **change})
+            checks[f"numpy_vs_tfshap_{rule_set}"] = float(np.max(np.abs(numpy_values - values[rule_set])))
     for variant, (change, needs) in VARIANTS.items():
         if all(_uses(stages, what) for what in needs):
             values[variant] = deeplift(stages, x, background, {**DEFAULT_RULES, **change})
@@ -689,7 +687,7 @@ def _reason(exc: Exception) -> str:
 
 # -- the tables --------------------------------------------------------------------------------
 METHODS = ["tfshap", "shap", "EG", "IG"]
-CANDIDATES = ["tfshap", "centred", *VARIANTS]
+CANDIDATES = ["tfshap", *RULE_SETS, *VARIANTS]
 METRICS = {
     "rel_l2": ("relative L2 error ‖φ − φ*‖ / ‖φ*‖ (lower is better)", "{:.3f}"),
     "spearman": ("Spearman rank correlation with φ*, mean over samples and outputs (higher is better)", "{:.3f}"),
@@ -732,13 +730,13 @@ def render(results: dict) -> str:
     if failures:
         parts.append("shap fails on:\n" + "\n".join(f"- {f}" for f in failures))
     legend = (
-        "**candidate rules: relative L2 error (the share of samples where it beats tfshap's default)**"
-        " (NumPy prototypes; `centred` through tfshap)"
+        "**rule sets and candidate rules: relative L2 error (the share of samples where it beats tfshap's default)**"
+        " (`crossmax`, `shapley`: tfshap's rule sets; the others NumPy prototypes)"
     )
     wins = lambda s: f"{s['rel_l2']:.3f}" + (f" ({100 * s['wins']:.0f}%)" if "wins" in s else "")
     parts.append("\n".join([legend, "", *_table(results, CANDIDATES, wins)]))
     ranks = lambda s: f"{s['spearman']:.3f} / {s['topk']:.2f}"
-    title = f"**candidate rules: Spearman / top-{TOP_K} overlap**"
+    title = f"**rule sets and candidate rules: Spearman / top-{TOP_K} overlap**"
     parts.append("\n".join([title, "", *_table(results, CANDIDATES, ranks)]))
     return "\n\n".join(parts)
 
@@ -748,12 +746,18 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--no-shap", action="store_true", help="skip shap.DeepExplainer (its subprocess)")
     parser.add_argument("--seed", type=int, default=0, help="the data split, initial weights and background rows")
+    parser.add_argument("--cost", action="store_true",
+                        help="instead: time each rule set on tools/bench.py's digits CNN and wide CNN")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per rule set with --cost")
     parser.add_argument("--shap-worker", metavar="REQUEST", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.shap_worker:
         shap_worker(args.shap_worker)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.cost:
+        print(cost_table(args.repeats))
+        return
     log = lambda text: print(text, file=sys.stderr, flush=True)
     start = time.perf_counter()
     trained = {name: train(name, args.seed) for name in args.models}
@@ -768,6 +772,74 @@ def main(argv=None) -> None:
     print(f"\n{N_SAMPLES} samples × {N_BACKGROUND} reference rows per model, seed {args.seed};"
           f" {time.perf_counter() - start:.0f}s in all"
           f" on {_cpu_model()} ({os.cpu_count()} cores).")
+
+
+#: tools/bench.py's workloads timed by ``--cost``: name -> (samples N, background rows K).
+COST_WORKLOADS = {"cnn": (32, 100), "wide_cnn": (4, 20)}
+
+
+def cost_table(repeats: int) -> str:
+    """Markdown: seconds per explanation under each rule set and the plain-gradient floor, round robin in one
+    process (tools/bench.py's models, samples and timing), and each one's time against the default rules."""
+    import tfshap
+    from tfshap.demo import load_digits_data
+
+    bench = load_sibling("bench")
+    data = load_digits_data()
+    lines = ["| workload | rules | best s | median s | best vs default | CPU vs default | best vs floor | notes |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    load_before = os.getloadavg()[0]
+    for name, (n, k) in COST_WORKLOADS.items():
+        workload = bench.prepare_workload(name, argparse.Namespace(n=n, k=k, epochs=3), data)
+        methods = {}
+        model, background = workload["model"], workload["background"]
+        for rules in tfshap.registry.rule_sets():
+            compile_explainer = lambda model=model, background=background, rules=rules: tfshap.compile(
+                model, background, rules=rules)
+            call, note, _, _ = bench._compiled(compile_explainer, workload["samples"])
+            methods[rules] = (call, note)
+        methods[bench.FLOOR] = bench.tfshap_and_floor(workload)[bench.FLOOR]
+        rows = {row[2]: row for row in bench.time_methods(workload, methods, repeats)}
+        default, floor = rows["default"], rows[bench.FLOOR]
+        for method, (label, _, _, best, median, cpu, note) in rows.items():
+            lines.append(f"| {label} | {method} | {best:.3f} | {median:.3f} | {best / default[3]:.2f}× "
+                         f"| {cpu / default[5]:.2f}× | {best / floor[3]:.2f}× | {note} |")
+    lines += ["", *window_cost_lines(repeats)]
+    lines.append(f"\n{repeats} timed calls each, round robin, after a warm-up; the best counts. 1-minute load "
+                 f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {_cpu_model()} "
+                 f"({os.cpu_count()} cores).")
+    return "\n".join(lines)
+
+
+def window_cost_lines(repeats: int, inputs: int = 1 << 22, sizes=(4, 9, 16, 25)) -> list:
+    """Markdown: the Shapley split of a window max against cross-max, alone, on ``inputs`` float32 values in windows
+    of each size (best of ``repeats``), with the ops and tracing time of the Shapley split's graph."""
+    import tensorflow as tf
+
+    from tfshap.rewrite_rules import pooling
+
+    rng = np.random.default_rng(0)
+    warm = tf.TensorSpec([None, 2], tf.float32)
+    tf.function(pooling.shapley_max_multipliers).get_concrete_function(warm, warm)  # the first trace's set-up
+    lines = ["| window w | Shapley split s | cross-max s | ratio | Shapley graph ops | tracing s |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for w in sizes:
+        x, r = (tf.constant(rng.normal(size=(inputs // w, w)), tf.float32) for _ in range(2))
+        spec = tf.TensorSpec([None, w], tf.float32)
+        start = time.perf_counter()
+        shapley = tf.function(pooling.shapley_max_multipliers).get_concrete_function(spec, spec)
+        tracing = time.perf_counter() - start
+        cross = tf.function(pooling.cross_max_multipliers).get_concrete_function(spec, spec)
+        best = [min(_seconds(fn, x, r) for _ in range(repeats)) for fn in (shapley, cross)]
+        lines.append(f"| {w} | {best[0]:.3f} | {best[1]:.3f} | {best[0] / best[1]:.1f}× "
+                     f"| {len(shapley.graph.get_operations())} | {tracing:.2f} |")
+    return lines
+
+
+def _seconds(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def _cpu_model() -> str:

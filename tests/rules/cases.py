@@ -43,10 +43,12 @@ class Case:
     rowwise: bool = True
     #: Nondecreasing in every input: the multipliers of the sum of the outputs are >= 0.
     monotone: bool = False
+    #: The rule set the case is rewritten with (``tfshap.compile(..., rules=)``).
+    rules: str = "default"
 
     @property
     def id(self) -> str:
-        return f"{self.op_type}-{self.name}"
+        return f"{self.op_type}-{self.name}" + ("" if self.rules == "default" else f"@{self.rules}")
 
 
 def const(like: tf.Tensor, shape, seed: int, low: float = -1.0, high: float = 1.0) -> tf.Tensor:
@@ -467,26 +469,72 @@ case("Pow", "const base", lambda y: tf.pow(tf.constant(1.7, y.dtype), y), A(3), 
 case("Atan2", "both", tf.atan2, A(3), A(3), expect="tfshap")
 case("Atan2", "bcast n3 n1", tf.atan2, A(3), A(1, domain="positive"), expect="tfshap")
 
-# --- cross-max: max pooling and max/min reductions -----------------------------------
-_D = "distinct"
+# --- max pooling and max/min reductions: Shapley per window of w <= 16 inputs, cross-max above ----
 _F32 = ("float32",)  # MaxPool3D has no float64 kernel
-case("Max", "axis 1", lambda x: tf.reduce_max(x, 1), A(3, 4, domain=_D), expect="tfshap", monotone=True)
-case("Max", "axes 1 2", lambda x: tf.reduce_max(x, [1, 2]), A(3, 4, domain=_D), expect="tfshap", monotone=True)
-case("Max", "axis -1 keepdims", lambda x: tf.reduce_max(x, -1, keepdims=True), A(3, 4, domain=_D), expect="tfshap", monotone=True)
-case("Max", "no axes", lambda x: tf.reduce_max(x, []), A(3, domain=_D), expect="tfshap", monotone=True)
-case("Min", "axis 1", lambda x: tf.reduce_min(x, 1), A(3, 4, domain=_D), expect="tfshap", monotone=True)
-case("Min", "axes 2 1 keepdims", lambda x: tf.reduce_min(x, [2, 1], keepdims=True), A(3, 4, domain=_D), expect="tfshap", monotone=True)
-case("MaxPool", "2x2 valid", lambda x: tf.nn.max_pool2d(x, 2, 2, "VALID"), A(4, 4, 2, domain=_D), expect="tfshap", monotone=True)
-case("MaxPool", "3x3 stride 2 same", lambda x: tf.nn.max_pool2d(x, 3, 2, "SAME"), A(5, 5, 2, domain=_D), expect="tfshap", monotone=True)
-case("MaxPool", "2x1 overlapping", lambda x: tf.nn.max_pool2d(x, [2, 1], 1, "VALID"), A(3, 2, 1, domain=_D), expect="tfshap", monotone=True)
-case("MaxPool3D", "2 valid", lambda x: tf.nn.max_pool3d(x, 2, 2, "VALID"), A(4, 4, 2, 2, domain=_D), expect="tfshap", dtypes=_F32, monotone=True)
-case("MaxPool3D", "3 stride 2 same", lambda x: tf.nn.max_pool3d(x, 3, 2, "SAME"), A(3, 3, 3, 2, domain=_D), expect="tfshap", dtypes=_F32, monotone=True)
+
+
+def _max_case(op_type, name, build, *shape, **kwargs):
+    """A maximum (minimum) over distinct values: no ties to break, nondecreasing (increasing for Min: −max(−x))."""
+    case(op_type, name, build, A(*shape, domain="distinct"), expect="tfshap", monotone=True, **kwargs)
+
+
+def _pool(size, stride, padding):
+    return lambda x: tf.nn.max_pool2d(x, size, stride, padding)
+
+
+def _pool3d(size, stride, padding):
+    return lambda x: tf.nn.max_pool3d(x, size, stride, padding)
+
+
+_max_case("Max", "axis 1", lambda x: tf.reduce_max(x, 1), 3, 4)
+_max_case("Max", "axes 1 2", lambda x: tf.reduce_max(x, [1, 2]), 3, 4)
+_max_case("Max", "axis -1 keepdims", lambda x: tf.reduce_max(x, -1, keepdims=True), 3, 4)
+_max_case("Max", "no axes", lambda x: tf.reduce_max(x, []), 3)
+_max_case("Max", "axes 1 2 w18 cross-max", lambda x: tf.reduce_max(x, [1, 2]), 3, 6)
+_max_case("Min", "axis 1", lambda x: tf.reduce_min(x, 1), 3, 4)
+_max_case("Min", "axes 2 1 keepdims", lambda x: tf.reduce_min(x, [2, 1], keepdims=True), 3, 4)
+_max_case("Min", "axis 1 w20 cross-max", lambda x: tf.reduce_min(x, 1), 20)
+_max_case("MaxPool", "2x2 valid", _pool(2, 2, "VALID"), 4, 4, 2)
+_max_case("MaxPool", "2x2 valid odd size", _pool(2, 2, "VALID"), 5, 3, 2)
+_max_case("MaxPool", "3x3 stride 2 same", _pool(3, 2, "SAME"), 5, 5, 2)
+_max_case("MaxPool", "3x3 stride 1 same", _pool(3, 1, "SAME"), 4, 4, 2)
+_max_case("MaxPool", "2x1 overlapping", _pool([2, 1], 1, "VALID"), 3, 2, 1)
+_max_case("MaxPool", "4x4 valid w16", _pool(4, 4, "VALID"), 4, 8, 1)
+_max_case("MaxPool", "5x5 valid w25 cross-max", _pool(5, 1, "VALID"), 5, 6, 1)
+_max_case("MaxPool3D", "2 valid", _pool3d(2, 2, "VALID"), 4, 4, 2, 2, dtypes=_F32)
+_max_case("MaxPool3D", "2 stride 1 same", _pool3d(2, 1, "SAME"), 3, 3, 2, 1, dtypes=_F32)
+_max_case("MaxPool3D", "3 stride 2 same w27 cross-max", _pool3d(3, 2, "SAME"), 3, 3, 3, 2, dtypes=_F32)
+# rules="crossmax": cross-max for every window
+_X = "crossmax"
+_max_case("Max", "axis 1", lambda x: tf.reduce_max(x, 1), 3, 4, rules=_X)
+_max_case("Min", "axes 2 1 keepdims", lambda x: tf.reduce_min(x, [2, 1], keepdims=True), 3, 4, rules=_X)
+_max_case("MaxPool", "3x3 stride 2 same", _pool(3, 2, "SAME"), 5, 5, 2, rules=_X)
+_max_case("MaxPool3D", "2 valid", _pool3d(2, 2, "VALID"), 4, 4, 2, 2, dtypes=_F32, rules=_X)
+_max_case("TopKV2", "k 1", lambda x: tf.math.top_k(x, 1).values, 3, 4, rules=_X)
 
 # --- softmax ----------------------------------------------------------------------
-case("Softmax", "n5", tf.nn.softmax, A(5), expect="tfshap")
-case("Softmax", "n2x4", tf.nn.softmax, A(2, 4), expect="tfshap")
-case("LogSoftmax", "n5", tf.nn.log_softmax, A(5), expect="tfshap")
-case("LogSoftmax", "n2x4", tf.nn.log_softmax, A(2, 4), expect="tfshap")
+#: Logits masked as Keras's Softmax layer masks them: -1e9 in both rows at the same positions.
+_MASK = np.array([True, False, True, True, False])
+
+
+def _masked(fn):
+    return lambda x: fn(tf.where(tf.constant(_MASK), x, tf.constant(-1e9, x.dtype)))
+
+
+_S = "shapley"  # the 1-vs-rest split
+_TEN = lambda x: tf.constant(10.0, x.dtype)  # noqa: E731
+for _rules in ("default", _S):
+    case("Softmax", "n5", tf.nn.softmax, A(5), expect="tfshap", rules=_rules)
+    case("Softmax", "n2x4", tf.nn.softmax, A(2, 4), expect="tfshap", rules=_rules)
+    case("Softmax", "n1", tf.nn.softmax, A(1), expect="tfshap", rules=_rules)
+    case("Softmax", "masked -1e9", _masked(tf.nn.softmax), A(5), expect="tfshap", rules=_rules)
+    case("LogSoftmax", "n5", tf.nn.log_softmax, A(5), expect="tfshap", rules=_rules)
+    case("LogSoftmax", "n2x4", tf.nn.log_softmax, A(2, 4), expect="tfshap", rules=_rules)
+    case("LogSoftmax", "masked -1e9", _masked(tf.nn.log_softmax), A(5), expect="tfshap", rules=_rules)
+    # logits 10× the normal draw: one logit dominates each row, and the rest are tiny beside it
+    case("Softmax", "wide logits", lambda x: tf.nn.softmax(x * _TEN(x)), A(6), expect="tfshap", rules=_rules)
+    case("LogSoftmax", "wide logits", lambda x: tf.nn.log_softmax(x * _TEN(x)), A(6), expect="tfshap", rules=_rules)
+case("Softmax", "n2", tf.nn.softmax, A(2), expect="tfshap", rules=_S)
 
 
 # --- control flow: loops and the TensorLists that carry their state ------------------
@@ -647,6 +695,7 @@ case("SquaredDifference", "const minus x", lambda x: tf.math.squared_difference(
 case("SquaredDifference", "bcast both n3 n1", tf.math.squared_difference, A(3), A(1), expect="tfshap")
 case("TopKV2", "k 1", lambda x: tf.math.top_k(x, 1).values, A(3, 4, domain="distinct"), expect="tfshap", monotone=True)
 case("TopKV2", "k 1 rank 3", lambda x: tf.math.top_k(x, 1).values, A(2, 5, domain="distinct"), expect="tfshap", monotone=True)
+_max_case("TopKV2", "k 1 w17 cross-max", lambda x: tf.math.top_k(x, 1).values, 17)
 refused("TopKV2 k 2", lambda x: tf.math.top_k(x, 2).values, [A(4)], ["TopKV2"], "order statistics")
 refused("sort", lambda x: tf.sort(x, axis=-1), [A(4)], ["TopKV2"], "order statistics")
 refused("TopKV2 over the batch axis", lambda x: tf.math.top_k(x, 1).values, [A()], ["TopKV2"], "batch axis")

@@ -1,10 +1,10 @@
 """The rule contract, for every registered op type (see DESIGN.md, "Tests that keep it honest").
 
 For each case of the table in :mod:`.cases`, one graph per dtype is traced the way the
-runner traces a model: the varying inputs are paired (foreground rows, then reference
-rows), the case builds its op, :func:`tfshap.rewrite.rewrite` installs the rules, and
-symbolic ``tf.gradients`` of the foreground outputs, weighted by ``w``, gives the
-multipliers ``m``. Then
+runner traces a model, with the case's rule set (``Case.rules``): the varying inputs are
+paired (foreground rows, then reference rows), the case builds its op,
+:func:`tfshap.rewrite.rewrite` installs the rules, and symbolic ``tf.gradients`` of the
+foreground outputs, weighted by ``w``, gives the multipliers ``m``. Then
 
 * local summation-to-delta, per row: ``Σ m · (x − r) = Σ w · (f(x) − f(r))`` (float64, 1e-9);
 * ``x == r`` gives the true gradient (an eager ``tf.GradientTape``, which ignores overrides);
@@ -93,7 +93,7 @@ def compiled(case_id: str, dtype: str) -> Compiled:
         first = len(graph.get_operations())
         outs = _as_list(case.build(*paired))
         ops = graph.get_operations()[first:]
-        report = rewrite(ops, sources=paired, targets=outs)
+        report = rewrite(ops, sources=paired, targets=outs, rule_set=case.rules)
         used.update(report.used)
         varying, reaching = varying_tensors(ops, paired), reaching_tensors(ops, outs)
         for op in ops:
@@ -106,7 +106,7 @@ def compiled(case_id: str, dtype: str) -> Compiled:
                 OpRecord(
                     op.name,
                     flags,
-                    registry.lookup(op.type).decide(op, flags),
+                    registry.lookup(op.type, case.rules).decide(op, flags),
                     _tf_private.get_string_attr(op, _tf_private.GRADIENT_OP_TYPE_ATTR),
                     _tf_private.get_string_attr(op, VARYING_ATTR),
                 )
@@ -172,6 +172,14 @@ def test_the_case_table_covers_exactly_the_registered_op_types():
     assert not tabled - registered, f"cases for op types with no registered rule: {sorted(tabled - registered)}"
 
 
+@pytest.mark.parametrize("rule_set", registry.rule_sets()[1:])
+def test_every_rule_set_has_cases_for_its_own_rules(rule_set):
+    """A rule set's own rules (those that replace a default rule) are tabled under that set."""
+    own = {r.op_type for r in registry.rules(rule_set) if r.rules == rule_set}
+    tabled = {c.op_type for c in CASES if c.rules == rule_set}
+    assert own == tabled, f"rule set {rule_set!r}: rules {sorted(own)}, cases for {sorted(tabled)}"
+
+
 def test_case_ids_are_unique():
     assert len(BY_ID) == len(CASES)
 
@@ -180,7 +188,7 @@ def test_case_ids_are_unique():
 def test_the_rule_fired(case):
     c = compiled(case.id, case.dtypes[0])
     assert c.records, f"no {case.op_type} op with a varying input on the path: the case does not build its op"
-    rule = registry.lookup(case.op_type)
+    rule = registry.lookup(case.op_type, case.rules)
     assert c.used.get((rule.family, case.op_type), 0) >= len(c.records)
     for rec in c.records:
         assert not isinstance(rec.plan, registry.Refusal), f"{rec.name}: refused: {rec.plan.reason}"
@@ -270,7 +278,8 @@ def test_float32_tracks_float64(case):
 
 #: One case for each kind of tfshap gradient, in half precision (mixed-precision models).
 HALF = ["Relu-normal", "Sigmoid-normal", "Mul-both", "RealDiv-both", "Maximum-both", "Pow-both",
-        "Max-axis 1", "MaxPool-2x2 valid", "Softmax-n5", "LogSoftmax-n5"]
+        "Max-axis 1", "MaxPool-2x2 valid", "MaxPool-3x3 stride 1 same", "Softmax-n5", "LogSoftmax-n5",
+        "Max-axis 1@crossmax", "MaxPool-3x3 stride 2 same@crossmax", "Softmax-n5@shapley", "LogSoftmax-n5@shapley"]
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
