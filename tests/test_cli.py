@@ -316,7 +316,7 @@ def test_usage_errors_are_one_line(capsys, files):
         cli.main(["explain", str(files / "cnn.keras")])
     assert exit_.value.code == 2
     _, err = capsys.readouterr()
-    assert_one_line_error(err, "--background", "--help")
+    assert_one_line_error(err, "--inputs", "--help")
 
 
 # -- the console script: answers before TensorFlow is imported, quiet after ----------------------
@@ -374,7 +374,7 @@ def test_help_and_version_import_no_tensorflow_and_print_nothing_on_stderr(argv)
 def test_an_argument_error_is_one_line_before_any_tensorflow_import(files):
     proc = _console_script("explain", files / "cnn.keras")
     assert proc.returncode == 2
-    assert_one_line_error(proc.stderr, "--background", "--help")  # argparse's error, our one-line form
+    assert_one_line_error(proc.stderr, "--inputs", "--help")  # argparse's error, our one-line form
     assert proc.stdout.strip() == "imported: none"
 
 

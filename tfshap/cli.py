@@ -52,11 +52,11 @@ def _doc_line(doc: str) -> str:
     return _one_line(doc.split("\n\n")[0] if doc else "")
 
 
-def rules_text() -> str:
-    """One op type a line: op type, rule family, the formula."""
+def rules_text(rule_set: str = "default") -> str:
+    """One op type a line: op type, rule family, the formula (of ``rule_set``: the default rules and its own)."""
     from .registry import rules
 
-    table = rules()
+    table = rules(rule_set)
     width = max((len(r.op_type) for r in table), default=0)
     fam = max((len(r.family) for r in table), default=0)
     lines = [f"{r.op_type:<{width}}  {r.family:<{fam}}  {_doc_line(r.doc)}".rstrip() for r in table]
@@ -96,7 +96,13 @@ def _md_names(names: list[str]) -> str:
 
 
 def cmd_rules(args) -> int:
-    print(rules_markdown() if args.markdown else rules_text())
+    from .registry import rule_sets
+
+    if args.rules not in rule_sets():
+        raise CliError(f"--rules must be one of {rule_sets()}; got {args.rules!r}")
+    if args.markdown and args.rules != "default":
+        raise CliError("--markdown prints the README's table of the default rules; leave --rules out")
+    print(rules_markdown() if args.markdown else rules_text(args.rules))
     return EXIT_OK
 
 
@@ -726,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rules", help="list the op types tfshap has rules for")
     p.add_argument("--markdown", action="store_true", help="print the README's table of supported ops")
+    p.add_argument("--rules", default="default", metavar="SET",
+                   help="a rule set (tfshap.compile(..., rules=SET)): its rules replace the default ones (default: %(default)s)")
     p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("check", help="compile a saved model; list the rules it uses or the ops it lacks")
