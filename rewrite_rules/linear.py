@@ -7,6 +7,7 @@ explained inputs, the rule refuses; an exact rule for that case lives in another
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfshap.graph import batch_axis_refusal
@@ -62,6 +63,20 @@ _register(
 _register(["Sum", "Mean", "Cumsum"], 0, when=batch_axis_refusal)
 _register(["PadV2"], 0, 2)
 _register(["Split"], 1)
+
+
+def _roll_refusal(op: tf.Operation) -> str | None:
+    """Why a Roll cannot be treated pair by pair: it rolls along the batch axis (or its axes are not static)."""
+    axes, rank = tf.get_static_value(op.inputs[2]), op.inputs[0].shape.rank
+    if axes is None or rank is None:
+        return "its axes or its input rank are not known when tracing"
+    if 0 in {int(a) % rank for a in np.atleast_1d(axes)}:
+        return "it rolls along the batch axis, which mixes samples with references"
+    return None
+
+
+# tf.roll moves values: linear in its input; the shift and the axes must not vary.
+_register(["Roll"], 0, when=_roll_refusal)
 _register(["SplitV"], 0)
 # Linear in one operand while the other is constant (weights).
 _register(["Conv2D", "Conv3D", "DepthwiseConv2dNative"], 0, doc="m = ∂out/∂input (constant filter)")

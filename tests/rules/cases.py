@@ -166,6 +166,8 @@ case("PadV2", "constant value", lambda x: tf.pad(x, [[0, 0], [2, 1]], constant_v
 case("MirrorPad", "reflect", lambda x: tf.pad(x, [[0, 0], [2, 1]], mode="REFLECT"), A(4))
 case("MirrorPad", "symmetric", lambda x: tf.pad(x, [[0, 0], [1, 0], [0, 2]], mode="SYMMETRIC"), A(3, 3))
 case("ReverseV2", "axis 1", lambda x: tf.reverse(x, [1]), A(4))
+case("Roll", "axis 1", lambda x: tf.roll(x, 3, axis=1), A(4))
+case("Roll", "two axes, negative shift", lambda x: tf.roll(x, [1, -2], axis=[1, 2]), A(3, 4))  # Swin's shifted windows
 case("DepthToSpace", "block 2", lambda x: tf.nn.depth_to_space(x, 2), A(2, 2, 4))
 case("SpaceToDepth", "block 2", lambda x: tf.nn.space_to_depth(x, 2), A(4, 4, 2))
 case(
@@ -599,6 +601,9 @@ refused("Min over every axis", lambda x: tf.reduce_min(x), [A(3)], ["Min"], "bat
 refused("Sum over the batch axis", lambda x: tf.reduce_sum(x, 0), [A(3)], ["Sum"], "batch axis")
 refused("Mean over every axis", lambda x: tf.reduce_mean(x), [A(3)], ["Mean"], "batch axis")
 refused("Cumsum over the batch axis", lambda x: tf.cumsum(x, 0), [A(3)], ["Cumsum"], "batch axis")
+refused("Roll along the batch axis", lambda x: tf.roll(x, 1, axis=0), [A(3)], ["Roll"], "batch axis")
+refused("Roll along every axis", lambda x: tf.roll(x, [1, 1], axis=[-1, -2]), [A(3)], ["Roll"], "batch axis")
+refused("Roll by a varying shift", lambda x: tf.roll(x, tf.cast(x[0, 0] > 0.0, tf.int32), axis=1), [A(3)], ["Roll"], "shift")
 refused(
     "MaxPool explicit padding",
     lambda x: tf.raw_ops.MaxPool(
