@@ -77,6 +77,52 @@ def _roll_refusal(op: tf.Operation) -> str | None:
 
 # tf.roll moves values: linear in its input; the shift and the axes must not vary.
 _register(["Roll"], 0, when=_roll_refusal)
+
+
+def _innermost(n: int):
+    """Refuse a transform of the innermost ``n`` axes where they include the batch axis."""
+
+    def refusal(op: tf.Operation) -> str | None:
+        rank = op.inputs[0].shape.rank
+        if rank is None:
+            return "its input rank is not known when tracing"
+        return f"it transforms the innermost {n} axes, which include the batch axis" if rank <= n else None
+
+    return refusal
+
+
+# Complex numbers and Fourier transforms are linear over the reals (FNet: Re(FFT2D(x + 0i))).
+_register(["Complex", "Real", "Imag"])
+for _n, _op_types in ((1, ["FFT", "IFFT"]), (2, ["FFT2D", "IFFT2D"]), (3, ["FFT3D", "IFFT3D"])):
+    _register(_op_types, 0, when=_innermost(_n))
+# Scatters into a tensor at indices that do not vary: linear in the tensor and the updates.
+_register(["TensorScatterUpdate", "TensorScatterAdd"], 0, 2)
+
+#: What may run between SpaceToBatchND and BatchToSpaceND: a convolution, linear in its input and row by row.
+_ATROUS_INNER = {"Conv2D", "DepthwiseConv2dNative"}
+
+
+def _space_to_batch_refusal(op: tf.Operation) -> str | None:
+    """Why a SpaceToBatchND is not the front of a dilated convolution that BatchToSpaceND undoes."""
+    for conv in op.outputs[0].consumers():
+        if conv.type not in _ATROUS_INNER or any(c.type != "BatchToSpaceND" for c in conv.outputs[0].consumers()):
+            return (f"it moves blocks of pixels into the batch axis, and its output goes to {conv.type}, not only to "
+                    "a convolution whose output goes back through BatchToSpaceND")
+    return None
+
+
+def _batch_to_space_refusal(op: tf.Operation) -> str | None:
+    """Why a BatchToSpaceND is not the back of a dilated convolution (SpaceToBatchND, convolution, BatchToSpaceND)."""
+    conv = op.inputs[0].op
+    if conv.type not in _ATROUS_INNER or conv.inputs[0].op.type != "SpaceToBatchND":
+        return "it moves rows of the batch axis into pixels, and its input is not a convolution of a SpaceToBatchND"
+    return None
+
+
+# TensorFlow's dilated convolution: SpaceToBatchND, a convolution, BatchToSpaceND. Between them the batch axis
+# holds blocks of every row, so only a linear convolution may run there (no rule pairs rows).
+_register(["SpaceToBatchND"], 0, when=_space_to_batch_refusal)
+_register(["BatchToSpaceND"], 0, when=_batch_to_space_refusal)
 _register(["SplitV"], 0)
 # Linear in one operand while the other is constant (weights).
 _register(["Conv2D", "Conv3D", "DepthwiseConv2dNative"], 0, doc="m = ∂out/∂input (constant filter)")
