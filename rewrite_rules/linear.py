@@ -93,8 +93,8 @@ def _innermost(n: int):
 
 # Complex numbers and Fourier transforms are linear over the reals (FNet: Re(FFT2D(x + 0i))).
 _register(["Complex", "Real", "Imag"])
-for _n, _op_types in ((1, ["FFT", "IFFT"]), (2, ["FFT2D", "IFFT2D"]), (3, ["FFT3D", "IFFT3D"])):
-    _register(_op_types, 0, when=_innermost(_n))
+for _n, _op_types in ((1, ["FFT", "IFFT", "RFFT", "IRFFT"]), (2, ["FFT2D", "IFFT2D"]), (3, ["FFT3D", "IFFT3D"])):
+    _register(_op_types, 0, when=_innermost(_n))  # RFFT, IRFFT: the FFT length must not vary
 # Scatters into a tensor at indices that do not vary: linear in the tensor and the updates.
 _register(["TensorScatterUpdate", "TensorScatterAdd"], 0, 2)
 

@@ -188,6 +188,8 @@ case("FFT3D", "volume", _fourier(tf.signal.fft3d), A(2, 2, 3))
 case("IFFT", "complex rows", _fourier(tf.signal.ifft, inverse=True), A(4), A(4))
 case("IFFT2D", "complex", _fourier(tf.signal.ifft2d, inverse=True), A(2, 3), A(2, 3))
 case("IFFT3D", "complex", _fourier(tf.signal.ifft3d, inverse=True), A(2, 2, 2), A(2, 2, 2))
+case("RFFT", "real and imaginary parts", lambda x: [tf.math.real(tf.signal.rfft(x)), tf.math.imag(tf.signal.rfft(x))], A(6))
+case("IRFFT", "half spectrum", lambda x, y: tf.signal.irfft(tf.complex(x, y)), A(4), A(4))
 
 
 def _scatter(op):
@@ -643,6 +645,7 @@ refused("Roll along the batch axis", lambda x: tf.roll(x, 1, axis=0), [A(3)], ["
 refused("Roll along every axis", lambda x: tf.roll(x, [1, 1], axis=[-1, -2]), [A(3)], ["Roll"], "batch axis")
 refused("FFT2D over the batch axis", _fourier(tf.signal.fft2d), [A(3)], ["FFT2D"], "batch axis")
 refused("FFT over the batch axis", _fourier(tf.signal.fft), [A()], ["FFT"], "batch axis")
+refused("RFFT of a varying length", lambda x: tf.signal.rfft(x, [tf.cast(x[0, 0] > 0.0, tf.int32) + 3]), [A(4)], ["RFFT"], "fft_length")
 refused(
     "SpaceToBatchND around a relu",
     lambda x: tf.batch_to_space(tf.nn.relu(tf.space_to_batch(x, [2, 2], [[0, 0], [0, 0]])), [2, 2], [[0, 0], [0, 0]]),
