@@ -7,6 +7,7 @@ explained inputs, the rule refuses; an exact rule for that case lives in another
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfshap.graph import batch_axis_refusal, reapply
@@ -33,6 +34,40 @@ linear("Sum", "Mean", "Cumsum", inputs=(0,), when=batch_axis_refusal)
 linear("PadV2", inputs=(0, 2))
 linear("Split", inputs=(1,))
 linear("SplitV", inputs=(0,))
+
+
+def _roll_refusal(op: tf.Operation) -> str | None:
+    """Why a Roll cannot be treated pair by pair: it rolls along the batch axis (or its axes are not static)."""
+    axes, rank = tf.get_static_value(op.inputs[2]), op.inputs[0].shape.rank
+    if axes is None or rank is None:
+        return "its axes or its input rank are not known when tracing"
+    if 0 in {int(a) % rank for a in np.atleast_1d(axes)}:
+        return "it rolls along the batch axis, which mixes samples with references"
+    return None
+
+
+# tf.roll moves values: linear in its input; the shift and the axes must not vary.
+linear("Roll", inputs=(0,), when=_roll_refusal)
+
+
+def _innermost(n: int):
+    """Refuse a transform of the innermost ``n`` axes where they include the batch axis."""
+
+    def refusal(op: tf.Operation) -> str | None:
+        rank = op.inputs[0].shape.rank
+        if rank is None:
+            return "its input rank is not known when tracing"
+        return f"it transforms the innermost {n} axes, which include the batch axis" if rank <= n else None
+
+    return refusal
+
+
+# Complex numbers and Fourier transforms are linear over the reals (FNet: Re(FFT2D(x + 0i))).
+linear("Complex", "Real", "Imag")
+for _n, _op_types in ((1, ["FFT", "IFFT", "RFFT", "IRFFT"]), (2, ["FFT2D", "IFFT2D"]), (3, ["FFT3D", "IFFT3D"])):
+    linear(*_op_types, inputs=(0,), when=_innermost(_n))  # RFFT, IRFFT: the FFT length must not vary
+# Scatters into a tensor at indices that do not vary: linear in the tensor and the updates.
+linear("TensorScatterUpdate", "TensorScatterAdd", inputs=(0, 2))
 # Linear in one operand while the other is constant (weights).
 linear("Conv2D", "Conv3D", "DepthwiseConv2dNative", inputs=(0,), doc="m = ∂out/∂input (constant filter)")
 linear("Conv2DBackpropInput", "Conv3DBackpropInputV2", inputs=(2,), doc="m = ∂out/∂input (transposed convolution)")
@@ -108,6 +143,18 @@ def _space_to_batch_refusal(op: tf.Operation) -> str | None:
     return None
 
 
+def _batch_to_space_refusal(op: tf.Operation) -> str | None:
+    """Why a BatchToSpaceND does not close a region a SpaceToBatchND opened (through linear ops only), or None."""
+    producer = op.inputs[0].op
+    while producer.type != "SpaceToBatchND":  # back along the data input (input 0) of each op
+        rule = lookup(producer.type)
+        if not producer.inputs or rule is None or rule.gradient is not None:
+            return ("it moves rows of the batch axis into pixels, and its input does not come from a SpaceToBatchND "
+                    "through linear ops only (a dilated convolution), so it would mix samples with references")
+        producer = producer.inputs[0].op
+    return None
+
+
 # Dilated convolutions: SpaceToBatchND → convolution → BatchToSpaceND, linear in the data input.
 linear("SpaceToBatchND", inputs=(0,), when=_space_to_batch_refusal)
-linear("BatchToSpaceND", inputs=(0,))
+linear("BatchToSpaceND", inputs=(0,), when=_batch_to_space_refusal)

@@ -168,6 +168,48 @@ case("PadV2", "constant value", lambda x: tf.pad(x, [[0, 0], [2, 1]], constant_v
 case("MirrorPad", "reflect", lambda x: tf.pad(x, [[0, 0], [2, 1]], mode="REFLECT"), A(4))
 case("MirrorPad", "symmetric", lambda x: tf.pad(x, [[0, 0], [1, 0], [0, 2]], mode="SYMMETRIC"), A(3, 3))
 case("ReverseV2", "axis 1", lambda x: tf.reverse(x, [1]), A(4))
+case("Roll", "axis 1", lambda x: tf.roll(x, 3, axis=1), A(4))
+case("Roll", "two axes, negative shift", lambda x: tf.roll(x, [1, -2], axis=[1, 2]), A(3, 4))  # Swin's shifted windows
+
+
+def _fourier(transform, inverse=False):
+    """Re(transform(x + 0i)); Im too for the inverses (whose input is complex): linear over the reals."""
+    def build(x, y=None):
+        z = transform(tf.complex(x, tf.zeros_like(x) if y is None else y))
+        return [tf.math.real(z), tf.math.imag(z)] if inverse else tf.math.real(z)
+
+    return build
+
+
+case("Complex", "real and imaginary parts", lambda x, y: tf.math.imag(tf.complex(x, y)) + tf.math.real(tf.complex(y, x)), A(3), A(3))
+case("Real", "of a complex", lambda x, y: tf.math.real(tf.complex(x, y)), A(3), A(3))
+case("Imag", "of a complex", lambda x, y: tf.math.imag(tf.complex(x, y)) * 2.0, A(3), A(3))
+case("FFT", "rows", _fourier(tf.signal.fft), A(4))
+case("FFT2D", "FNet's mixing", _fourier(tf.signal.fft2d), A(3, 4))
+case("FFT3D", "volume", _fourier(tf.signal.fft3d), A(2, 2, 3))
+case("IFFT", "complex rows", _fourier(tf.signal.ifft, inverse=True), A(4), A(4))
+case("IFFT2D", "complex", _fourier(tf.signal.ifft2d, inverse=True), A(2, 3), A(2, 3))
+case("IFFT3D", "complex", _fourier(tf.signal.ifft3d, inverse=True), A(2, 2, 2), A(2, 2, 2))
+case("RFFT", "real and imaginary parts", lambda x: [tf.math.real(tf.signal.rfft(x)), tf.math.imag(tf.signal.rfft(x))], A(6))
+case("IRFFT", "half spectrum", lambda x, y: tf.signal.irfft(tf.complex(x, y)), A(4), A(4))
+
+
+def _scatter(op):
+    # SAM3's concatenation of padded sequences: rows (per sample) written into a flattened (batch · length, d).
+    def build(x, u):
+        n = tf.shape(x)[0]
+        flat = tf.reshape(x, [-1, 2])
+        rows = tf.reshape(tf.range(n)[:, None] * 3 + [[1]], [-1, 1])
+        return tf.reshape(op(flat, rows, tf.reshape(u, [-1, 2])), [n, 6])
+
+    return build
+
+
+case("TensorScatterUpdate", "one row per sample", _scatter(tf.tensor_scatter_nd_update), A(6), A(2))
+case("TensorScatterAdd", "one row per sample", _scatter(tf.tensor_scatter_nd_add), A(6), A(2))
+case("SpaceToBatchND", "dilated convolution", lambda x: tf.nn.atrous_conv2d(x, const(x, [3, 3, 2, 2], 38), 2, "SAME"), A(5, 5, 2))
+case("BatchToSpaceND", "dilated depthwise convolution",
+     lambda x: tf.nn.depthwise_conv2d(x, const(x, [3, 3, 2, 1], 39), [1, 1, 1, 1], "SAME", dilations=[2, 2]), A(5, 5, 2))
 case("DepthToSpace", "block 2", lambda x: tf.nn.depth_to_space(x, 2), A(2, 2, 4))
 case("SpaceToDepth", "block 2", lambda x: tf.nn.space_to_depth(x, 2), A(4, 4, 2))
 case(
@@ -214,10 +256,6 @@ def _gather_nd(x):
 case("Gather", "rows within halves", _gather_rows, A(3), rowwise=False)
 case("GatherV2", "axis 1", lambda x: tf.gather(x, [2, 0, 1, 1], axis=1), A(3))
 case("GatherV2", "batch_dims 1", lambda x: tf.gather(x, tf.zeros([N * 2, 2], tf.int32) + [1, 2], axis=1, batch_dims=1), A(3, 2))
-# a dilated convolution: SpaceToBatchND → Conv2D → BatchToSpaceND, linear in the data
-case("SpaceToBatchND", "atrous conv rate 2", lambda x: tf.nn.atrous_conv2d(x, const(x, [3, 3, 2, 3], 40), 2, "SAME"), A(6, 6, 2))
-case("BatchToSpaceND", "atrous conv rate 3 valid",
-     lambda x: tf.nn.atrous_conv2d(x, const(x, [2, 2, 2, 2], 41), 3, "VALID"), A(7, 7, 2))
 case("GatherNd", "row and column", _gather_nd, A(4, 2))
 case("Split", "two", lambda x: tf.split(x, 2, axis=1), A(4))
 case("SplitV", "1 and 3", lambda x: tf.split(x, [1, 3], axis=1), A(4))
@@ -651,6 +689,26 @@ refused("Min over every axis", lambda x: tf.reduce_min(x), [A(3)], ["Min"], "bat
 refused("Sum over the batch axis", lambda x: tf.reduce_sum(x, 0), [A(3)], ["Sum"], "batch axis")
 refused("Mean over every axis", lambda x: tf.reduce_mean(x), [A(3)], ["Mean"], "batch axis")
 refused("Cumsum over the batch axis", lambda x: tf.cumsum(x, 0), [A(3)], ["Cumsum"], "batch axis")
+refused("Roll along the batch axis", lambda x: tf.roll(x, 1, axis=0), [A(3)], ["Roll"], "batch axis")
+refused("Roll along every axis", lambda x: tf.roll(x, [1, 1], axis=[-1, -2]), [A(3)], ["Roll"], "batch axis")
+refused("FFT2D over the batch axis", _fourier(tf.signal.fft2d), [A(3)], ["FFT2D"], "batch axis")
+refused("FFT over the batch axis", _fourier(tf.signal.fft), [A()], ["FFT"], "batch axis")
+refused("RFFT of a varying length", lambda x: tf.signal.rfft(x, [tf.cast(x[0, 0] > 0.0, tf.int32) + 3]), [A(4)], ["RFFT"], "fft_length")
+refused(
+    "SpaceToBatchND around a relu",
+    lambda x: tf.batch_to_space(tf.nn.relu(tf.space_to_batch(x, [2, 2], [[0, 0], [0, 0]])), [2, 2], [[0, 0], [0, 0]]),
+    [A(4, 4, 1)],
+    ["SpaceToBatchND", "BatchToSpaceND"],
+    "batch axis",
+)
+refused(
+    "TensorScatterUpdate at varying indices",
+    lambda x: tf.tensor_scatter_nd_update(x, tf.cast(x[:, :1] > 0.0, tf.int32), x),
+    [A(3)],
+    ["TensorScatterUpdate"],
+    "indices",
+)
+refused("Roll by a varying shift", lambda x: tf.roll(x, tf.cast(x[0, 0] > 0.0, tf.int32), axis=1), [A(3)], ["Roll"], "shift")
 refused(
     "MaxPool explicit padding",
     lambda x: tf.raw_ops.MaxPool(
@@ -699,13 +757,6 @@ _max_case("TopKV2", "k 1 w17 cross-max", lambda x: tf.math.top_k(x, 1).values, 1
 refused("TopKV2 k 2", lambda x: tf.math.top_k(x, 2).values, [A(4)], ["TopKV2"], "order statistics")
 refused("sort", lambda x: tf.sort(x, axis=-1), [A(4)], ["TopKV2"], "order statistics")
 refused("TopKV2 over the batch axis", lambda x: tf.math.top_k(x, 1).values, [A()], ["TopKV2"], "batch axis")
-refused(
-    "SpaceToBatchND around a nonlinearity",
-    lambda x: tf.batch_to_space(tf.nn.relu(tf.space_to_batch(x, [2, 2], [[0, 0], [0, 0]])), [2, 2], [[0, 0], [0, 0]]),
-    [A(4, 4, 1)],
-    ["SpaceToBatchND"],
-    "interleaves samples and references",
-)
 refused("GatherV2 indices computed from the inputs",
         lambda x: tf.gather(x, tf.cast(tf.abs(x[:, 0]) * 0, tf.int32), axis=1, batch_dims=1), [A(3)], ["GatherV2"],
         "indices are computed from the explained inputs")
