@@ -149,18 +149,37 @@ def _recurrent_with_many_outputs(K):
 )
 @pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
 def test_the_backward_vectorized_over_outputs_gives_the_values_of_separate_passes(build, keras_name):
-    # By default a model with a loop runs one backward pass vectorized over its outputs, and
-    # a model without one a pass per output (3) or one pass over copies of the pairs (20).
-    # Forcing the other way must give the same values.
+    # One pass per output (20 outputs: one pass over copies of the pairs), or one pass vectorized
+    # over the outputs: the same values.
     model, background, x = _float64_case(keras_module(keras_name), build, data_seed=11, model_seed=5, n_background=5, n=3)
-    default = tfshap.compile(model, background)
-    k = default.n_outputs
-    assert default.program.vectorizes(k) == default.program.has_loops
-    result = default.explain(x)
+    passes = tfshap.compile(model, background, vectorize_outputs=False)
+    result = passes.explain(x)
     assert_additive(result, 1e-10)
-    other = tfshap.compile(model, background, vectorize_outputs=not default.program.has_loops)
-    assert other.program.vectorizes(k) != default.program.vectorizes(k)
-    np.testing.assert_allclose(other.explain(x).values, result.values, rtol=0, atol=1e-12)
+    vectorized = tfshap.compile(model, background, vectorize_outputs=True)
+    assert vectorized._vectorizes(passes.n_outputs) and not passes._vectorizes(passes.n_outputs)
+    np.testing.assert_allclose(vectorized.explain(x).values, result.values, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
+def test_a_loop_model_vectorizes_its_outputs_once_it_has_explained_enough_pairs(keras_name, monkeypatch):
+    # vectorize_outputs=None: a pass per output while compiling and for the first calls (its compile
+    # time is short); the vectorized backward once VECTORIZE_AFTER_PAIRS pairs were explained.
+    model, background, x = _float64_case(keras_module(keras_name), _small_recurrent, data_seed=3, model_seed=2,
+                                         n_background=5, n=3)
+    explainer = tfshap.compile(model, background)
+    monkeypatch.setattr(explainer, "VECTORIZE_AFTER_PAIRS", 2 * len(x) * len(background))
+    k = explainer.n_outputs
+    first = explainer.explain(x)
+    assert not explainer._vectorizes(k) and list(explainer.program._chunk_fns) == [(k, "contributions", False)]
+    explainer.explain(x)
+    assert explainer._vectorizes(k)
+    later = explainer.explain(x)
+    assert (k, "contributions", True) in explainer.program._chunk_fns
+    np.testing.assert_allclose(later.values, first.values, rtol=0, atol=1e-12)
+    feed_forward, shape = _feed_forward(keras_module(keras_name))
+    plain = tfshap.compile(feed_forward, np.zeros((2, *shape)))
+    plain.pairs_explained = 10**9
+    assert not plain._vectorizes(plain.n_outputs)  # no loop: passes per output are faster (BENCHMARKS.md)
 
 
 @pytest.mark.parametrize("build, loops", [(_feed_forward, False), (_small_recurrent, True)], ids=["feed_forward", "recurrent"])
@@ -173,7 +192,7 @@ def test_xla_explains_a_loop_model_with_a_pass_per_output():
     # XLA cannot compile the vectorized loop gradient (no kernel for a TensorList of lists)
     model, background, x = _float64_case(keras_module("tf_keras"), _small_recurrent, data_seed=2, model_seed=1, n_background=4, n=2)
     with_xla = tfshap.compile(model, background, jit_compile=True)
-    assert not with_xla.program.vectorizes(with_xla.n_outputs)
+    assert not with_xla._vectorizes(with_xla.n_outputs)
     result = with_xla.explain(x)
     assert_additive(result, 1e-10)
     np.testing.assert_allclose(result.values, tfshap.compile(model, background).explain(x).values, rtol=0, atol=1e-12)

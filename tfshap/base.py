@@ -65,23 +65,38 @@ class CompiledExplainer:
             self.background = [tf.convert_to_tensor(b) for b in arrays]
         else:
             self.background = None
-        self.forward = tf.function(
-            lambda inputs: self.traced.call(list(inputs))[0],
-            input_signature=[[tf.TensorSpec(s.shape, s.dtype) for s in specs]],
-            jit_compile=self.jit_compile,
-            autograph=False,
-        )
-        forward_graph = self.forward.get_concrete_function().graph
-        self.output_dtype = forward_graph.outputs[0].dtype
-        self.n_outputs = forward_graph.outputs[0].shape[-1]
-        self.compute_dtype = precision.compute_dtype(forward_graph, len(specs), self.output_dtype)
-        precision.check_traced_forward(self)
+        self._forward = None
+        #: Set by each method when it compiles: the explained output's dtype and width, and the
+        #: least precise float dtype the model computes in (float16 under mixed_float16).
+        self.output_dtype: tf.DType | None = None
+        self.n_outputs: int | None = None
+        self.compute_dtype: tf.DType | None = None
 
     # -- the model itself -------------------------------------------------------------------
     @property
     def input_specs(self) -> list[tf.TensorSpec]:
         """One spec per model input, ``(None, *input_shape)``."""
         return self.traced.input_specs
+
+    @property
+    def forward(self):
+        """The explained function as a ``tf.function`` of one tensor per model input, traced on first use."""
+        if self._forward is None:
+            self._forward = tf.function(
+                lambda inputs: self.traced.call(list(inputs))[0],
+                input_signature=[[tf.TensorSpec(s.shape, s.dtype) for s in self.input_specs]],
+                jit_compile=self.jit_compile,
+                autograph=False,
+            )
+        return self._forward
+
+    def _describe_from_forward(self) -> None:
+        """``output_dtype``, ``n_outputs`` and ``compute_dtype`` from the traced forward pass."""
+        graph = self.forward.get_concrete_function().graph
+        self.output_dtype = graph.outputs[0].dtype
+        self.n_outputs = graph.outputs[0].shape[-1]
+        self.compute_dtype = precision.compute_dtype(graph.get_operations(), graph.inputs[: len(self.input_specs)],
+                                                     self.output_dtype)
 
     def outputs_of(self, arrays) -> np.ndarray:
         """The explained function at ``arrays``, ``(n, n_outputs)`` in float64.

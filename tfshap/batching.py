@@ -118,10 +118,12 @@ def _per_sample_tiles(offsets: np.ndarray, batch_size: int) -> list[Tile]:
 
 @dataclass
 class Sums:
-    """What the tiles add up to, per sample: per source ``(n, *shape, k)`` and the reference outputs ``(n, n_outputs)``."""
+    """What the tiles add up to, per sample: per source ``(n, *shape, k)``, the reference outputs summed
+    ``(n, n_outputs)``, and the model's outputs at each sample ``(n, n_outputs)``."""
 
     values: list[np.ndarray]
     reference_outputs: np.ndarray
+    sample_outputs: np.ndarray
 
 
 def run_tiles(chunk_fn, samples: Sequence[np.ndarray], references: References, output_index: np.ndarray,
@@ -138,14 +140,14 @@ def run_tiles(chunk_fn, samples: Sequence[np.ndarray], references: References, o
     def run_chunk(tile: Tile, device: str | None):
         with tf.device(device):
             rows = table if (tile.rows.start, tile.rows.stop) == (0, whole) else [t[tile.rows] for t in table]
-            values, reference_outputs = chunk_fn(
+            values, reference_outputs, sample_outputs = chunk_fn(
                 [tf.convert_to_tensor(s[tile.samples]) for s in samples],
                 rows,
                 tf.convert_to_tensor(tile.sample_index),
                 tf.convert_to_tensor(tile.reference_index),
                 tf.convert_to_tensor(output_index[tile.samples], tf.int32),
             )
-            return tile.samples, [v.numpy() for v in values], reference_outputs.numpy()
+            return tile.samples, [v.numpy() for v in values], reference_outputs.numpy(), sample_outputs.numpy()
 
     work = tiles(n, references, batch_size)
     if len(devices) > 1:
@@ -154,13 +156,15 @@ def run_tiles(chunk_fn, samples: Sequence[np.ndarray], references: References, o
     else:
         parts = (run_chunk(tile, devices[0] if devices else None) for tile in work)
     sums = None
-    for rows_of_samples, values, reference_outputs in parts:
+    for rows_of_samples, values, reference_outputs, sample_outputs in parts:
         if sums is None:
             sums = Sums([np.zeros((n, *v.shape[1:]), np.float64) for v in values],
-                        np.zeros((n, reference_outputs.shape[1]), np.float64))
+                        np.zeros((n, reference_outputs.shape[1]), np.float64),
+                        np.zeros((n, sample_outputs.shape[1]), np.float64))
         for total, part in zip(sums.values, values):
             total[rows_of_samples] += part
         sums.reference_outputs[rows_of_samples] += reference_outputs
+        sums.sample_outputs[rows_of_samples] = sample_outputs  # the same in every tile of a sample
     return sums
 
 
@@ -169,7 +173,7 @@ def run_pair_multipliers(chunk_fn, samples: Sequence[np.ndarray], references: Re
     """Per tile: ``(tile, multipliers per source (pairs, *shape, k))``, for combining in Python (a generator)."""
     table = [tf.convert_to_tensor(t) for t in references.table]
     for tile in tiles(len(samples[0]), references, batch_size):
-        values, _ = chunk_fn(
+        values, _, _ = chunk_fn(
             [tf.convert_to_tensor(s[tile.samples]) for s in samples],
             [t[tile.rows] for t in table],
             tf.convert_to_tensor(tile.sample_index),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from . import registry
+from . import precision, registry
 from .attributions import Attributions
 from .base import CompiledExplainer
 from .batching import (
@@ -37,11 +37,16 @@ class DeepSHAPExplainer(CompiledExplainer):
     rules : str
         The rule set (``tfshap.registry.rule_sets()``); ``"default"``.
     vectorize_outputs : bool, optional
-        None: one backward pass vectorized over the outputs for models with a loop (an RNN);
-        True or False force it.
+        None: for a model with a loop (an RNN), one backward pass vectorized over the outputs
+        once the explainer has explained ``VECTORIZE_AFTER_PAIRS`` pairs (compiling it takes
+        seconds, which a short run would not win back); True or False force it from the start.
     """
 
     method = "deep"
+    #: Pairs after which a model with a loop compiles and uses the backward vectorized over its
+    #: outputs (``vectorize_outputs=None``): its compile time (5–8 s on the LSTM benchmark) is won back
+    #: at about 1e-4 s per pair (BENCHMARKS.md, "Time to first attribution").
+    VECTORIZE_AFTER_PAIRS = 50_000
 
     def __init__(self, model, background, *, output=None, inputs=None, batch_size=None, jit_compile=None,
                  strategy=None, rules: str = registry.DEFAULT_RULES, vectorize_outputs: bool | None = None):
@@ -53,14 +58,43 @@ class DeepSHAPExplainer(CompiledExplainer):
                          jit_compile=jit_compile, allow_integer=inputs is not None)
         self.rules = rules
         self.devices = strategy_devices(strategy)
-        forward_graph = self.forward.get_concrete_function().graph
-        self.program = Program(self.traced, forward_graph, self.layer_of, jit_compile=self.jit_compile,
-                               rule_set=rules, vectorize_outputs=vectorize_outputs)
+        self.vectorize_outputs = vectorize_outputs
+        self.pairs_explained = 0
+        self.program = Program(self.traced, self.layer_of, jit_compile=self.jit_compile, rule_set=rules)
+        self.n_outputs = self.traced.n_outputs
+        if self.n_outputs is None:  # a subclassed model: its output's width from a trace of the forward pass
+            self._describe_from_forward()
         if self.n_outputs is None:
             raise ValueError("the explained output has an unknown number of values per row; "
                              "explain a layer with a fixed output size (output=)")
-        self.program.chunk(self.n_outputs)  # traces and rewrites now: unsupported ops fail at compile time
+        # Traces and rewrites now: unsupported ops fail at compile time.
+        chunk = self.program.chunk(self.n_outputs, vectorized=bool(vectorize_outputs) and
+                                   self.program.can_vectorize(self.n_outputs))
+        rewritten = self.program.rewritten
+        self.output_dtype = rewritten.output.dtype
+        self.compute_dtype = rewritten.compute_dtype
         self._shapes: dict[tuple, tuple[int, int]] = {}
+        # The check runs the chunk itself on a few background rows: the first explanation then
+        # finds it ready (TensorFlow optimises a function's graph on its first run).
+        precision.check_traced_forward(self, lambda rows: self._chunk_outputs(chunk, rows))
+
+    def _chunk_outputs(self, chunk, rows) -> np.ndarray:
+        """The model's outputs at ``rows`` (one array per input), computed by a chunk function."""
+        n = len(rows[0])
+        index = np.tile(np.arange(self.n_outputs, dtype=np.int32), (n, 1))
+        sums = run_tiles(chunk, rows, References([r[:1] for r in rows]), index, n)
+        return sums.sample_outputs
+
+    def _vectorizes(self, k: int) -> bool:
+        """Whether this call runs the backward vectorized over its ``k`` outputs (see ``vectorize_outputs``)."""
+        if not self.program.can_vectorize(k) or self.vectorize_outputs is False:
+            return False
+        if self.vectorize_outputs:
+            return True
+        return self.program.has_loops and self.pairs_explained >= self.VECTORIZE_AFTER_PAIRS
+
+    def _chunk(self, k: int, kind: str):
+        return self.program.chunk(k, kind, vectorized=self._vectorizes(k))
 
     @property
     def rules_used(self) -> str:
@@ -84,7 +118,7 @@ class DeepSHAPExplainer(CompiledExplainer):
         if arrays is None and not all(spec.shape[1:].is_fully_defined() for spec in self.input_specs):
             return MAX_PAIRS_PER_CHUNK  # rows of any length (an export): sizes are unknown until run
         row_bytes, elements = self.row_sizes(None if arrays is None else [a.shape[1:] for a in arrays])
-        return default_batch_size(row_bytes, k, elements, vectorized=self.program.vectorizes(k),
+        return default_batch_size(row_bytes, k, elements, vectorized=self._vectorizes(k),
                                   shared_references=shared_references)
 
     def row_sizes(self, row_shapes=None) -> tuple[int, int]:
@@ -145,14 +179,19 @@ class DeepSHAPExplainer(CompiledExplainer):
         if hypothetical:
             self._check_one_hot_inputs(arrays)
         refs = self._references_for(arrays, references)
-        outputs = self.outputs_of(arrays)
-        index = self._output_index(outputs, ranked_outputs, output_rank_order)
+        n = len(arrays[0])
+        # All outputs: the chunk computes them with the pairs. Ranked: they are needed first.
+        outputs = None if ranked_outputs is None else self.outputs_of(arrays)
+        index = self._output_index(outputs if outputs is not None else np.zeros((n, self.n_outputs)),
+                                   ranked_outputs, output_rank_order)
         k = index.shape[1]
-        chunk = self.program.chunk(k, "hypothetical" if hypothetical else "contributions")
+        chunk = self._chunk(k, "hypothetical" if hypothetical else "contributions")
         try:
             sums = run_tiles(chunk, arrays, refs, index, self.batch_size(k, arrays, refs.shared), self.devices)
         except tf.errors.InvalidArgumentError as error:
             raise from_run_time_error(error, self.layer_of) from None
+        self.pairs_explained += int(refs.counts(n).sum())
+        outputs = sums.sample_outputs if outputs is None else outputs
         counts = refs.counts(len(outputs)).astype(np.float64)
         values = [v / counts.reshape(-1, *[1] * (v.ndim - 1)) for v in sums.values]
         base = sums.reference_outputs / counts[:, None]
@@ -205,7 +244,7 @@ class DeepSHAPExplainer(CompiledExplainer):
         outputs = self.outputs_of(arrays)
         index = self._output_index(outputs, ranked_outputs, output_rank_order)
         n, k = index.shape
-        chunk = self.program.chunk(k, "multipliers")
+        chunk = self._chunk(k, "multipliers")
         batch = self.batch_size(k, arrays, refs.shared)
         values = [np.zeros((n, *a.shape[1:], k), np.float64) for a in arrays]
         counts = refs.counts(n)

@@ -120,7 +120,7 @@ def _explain_rows_fn(explainer, background: list[tf.Variable]):
     against a block of reference rows at a time, one tile after the other.
     """
     n_outputs = explainer.n_outputs
-    chunk = explainer.program.chunk(n_outputs)
+    chunk = explainer._chunk(n_outputs, "contributions")
     forward = explainer.forward
     batch_size = explainer.batch_size(n_outputs)
     value_specs = tf.nest.flatten(chunk.structured_outputs[0])
@@ -166,8 +166,8 @@ def _explain_rows_fn(explainer, background: list[tf.Variable]):
                 rows = [r[j * rows_per_tile : (j + 1) * rows_per_tile] for r in table]
                 c = tf.shape(rows[0])[0]
                 reference_index = tf.tile(tf.range(c), [m])
-            values, reference_outputs = chunk(block, rows, tf.repeat(tf.range(m), c), reference_index,
-                                              tf.tile(tf.range(n_outputs)[None], [m, 1]))
+            values, reference_outputs, _ = chunk(block, rows, tf.repeat(tf.range(m), c), reference_index,
+                                                 tf.tile(tf.range(n_outputs)[None], [m, 1]))
             return [*values, reference_outputs]
 
         def step(i, parts):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from . import precision
 from .attributions import Attributions, summed
 from .base import CompiledExplainer
 from .batching import default_batch_size
@@ -308,6 +309,8 @@ class PathExplainer(CompiledExplainer):
         if batch_size is not None:
             batch_size = _positive_int(batch_size, "batch_size")
         super().__init__(model, background, output=output, batch_size=batch_size, jit_compile=jit_compile)
+        self._describe_from_forward()
+        precision.check_traced_forward(self)
         self.paths = PathProgram(self.traced, self.jit_compile, self.local_smoothing, self.forward)
         try:
             self.paths.chunk(self.n_outputs, False)  # traces now, so that a missing gradient fails here

@@ -44,9 +44,10 @@ def eps(dtype: tf.DType) -> float:
     return float(ml_dtypes.finfo(dtype.as_numpy_dtype).eps)
 
 
-def compute_dtype(forward_graph: tf.Graph, n_inputs: int, output_dtype: tf.DType) -> tf.DType:
-    """The least precise float dtype the model computes in (float16 under mixed_float16, whatever its output)."""
-    varying = varying_tensors(forward_graph.get_operations(), forward_graph.inputs[:n_inputs])
+def compute_dtype(ops, sources, output_dtype: tf.DType) -> tf.DType:
+    """The least precise float dtype of the tensors that vary with ``sources`` in ``ops`` (float16 under
+    mixed_float16, whatever the output's dtype)."""
+    varying = varying_tensors(ops, sources)
     floats = {ref.deref().dtype for ref in varying if ref.deref().dtype.is_floating}
     return max(floats | {output_dtype}, key=eps)
 
@@ -97,24 +98,30 @@ def check_additivity(explainer, attributions: Attributions) -> None:
     raise AdditivityError(miss, tight + 2 * (noise or 0.0), noise, dtype.name, explainer.rules_used)
 
 
-def inference_gap(explainer, arrays: list[np.ndarray]) -> float:
-    """``max |traced forward − Keras inference|`` on ``arrays`` (the model called eagerly with training=False)."""
-    traced = explainer.outputs_of(arrays)
+def inference_gap(explainer, arrays: list[np.ndarray], traced=None) -> float:
+    """``max |traced − Keras inference|`` on ``arrays`` (the model called eagerly with training=False).
+
+    ``traced``: the traced function's outputs there (default: the explainer's forward pass).
+    """
+    traced = explainer.outputs_of(arrays) if traced is None else traced
     eager = explainer.traced.call_eagerly([tf.convert_to_tensor(a) for a in arrays])
     return float(np.max(np.abs(traced - np.asarray(eager, np.float64)), initial=0.0))
 
 
-def check_traced_forward(explainer) -> None:
+def check_traced_forward(explainer, outputs_of=None) -> None:
     """At compile time: the traced forward pass must be the model's inference output on the background.
 
+    ``outputs_of(rows)`` computes the traced outputs (default: the explainer's forward pass;
+    DeepSHAP passes its chunk function, which the first explanation then finds ready).
     Raises :class:`CompileError` where they differ by more than rounding could, e.g. a
     layer that stays random at inference or runs in training mode.
     """
     if explainer.background is None:
         return
     rows = [b.numpy()[:CHECK_ROWS] for b in explainer.background]
-    gap = inference_gap(explainer, rows)
-    scale = max(float(np.max(np.abs(explainer.outputs_of(rows)), initial=0)), 1e-30)
+    traced = (outputs_of or explainer.outputs_of)(rows)
+    gap = inference_gap(explainer, rows, traced)
+    scale = max(float(np.max(np.abs(traced), initial=0)), 1e-30)
     limit = MODE_GAP.get(explainer.compute_dtype.size, 1e-2) * max(scale, 1.0)
     if not gap <= limit:
         raise CompileError(

@@ -10,6 +10,8 @@ and runs the backward passes. See :mod:`tfshap.batching` for the tiles.
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from .graph import WHILE_OPS
@@ -30,55 +32,56 @@ KINDS = ("contributions", "hypothetical", "multipliers")
 class Program:
     """The rewritten graph of one explainer: its chunk functions and how it runs its backward passes.
 
-    ``chunk(k, kind)(samples, references, sample_index, reference_index, output_index)``
-    returns ``(per_source, reference_outputs)``: per source, ``(n_samples, *shape, k)``
-    sums in float64 (``(n_pairs, *shape, k)`` multipliers for ``kind="multipliers"``),
-    and ``(n_samples, n_outputs)``, the sum of the model's outputs over each sample's
-    reference rows. Pair ``p`` is sample ``sample_index[p]`` with table row
-    ``reference_index[p]``; ``output_index`` names the ``k`` outputs of each sample.
-
-    ``vectorize_outputs``: None runs one backward pass vectorized over the outputs where
-    the model has a loop (an RNN) and only there (measured in BENCHMARKS.md); True or False
-    forces it.
+    ``chunk(k, kind, vectorized)(samples, references, sample_index, reference_index, output_index)``
+    returns ``(per_source, reference_outputs, sample_outputs)``: per source,
+    ``(n_samples, *shape, k)`` sums in float64 (``(n_pairs, *shape, k)`` multipliers for
+    ``kind="multipliers"``); ``(n_samples, n_outputs)``, the sum of the model's outputs over
+    each sample's reference rows; and ``(n_samples, n_outputs)``, the model's outputs at each
+    sample (from its first pair's row). Pair ``p`` is sample ``sample_index[p]`` with table
+    row ``reference_index[p]``; ``output_index`` names the ``k`` outputs of each sample.
+    ``vectorized``: one backward pass vectorized over the outputs (see :meth:`can_vectorize`).
     """
 
-    def __init__(self, traced, forward_graph: tf.Graph, layer_of, *, jit_compile: bool,
-                 rule_set: str = DEFAULT_RULES, vectorize_outputs: bool | None = None):
+    def __init__(self, traced, layer_of, *, jit_compile: bool, rule_set: str = DEFAULT_RULES):
         self.traced = traced
         self.jit_compile = jit_compile
         self.rule_set = rule_set
         self.layer_of = layer_of
-        self.vectorize_outputs = vectorize_outputs
-        self.has_loops = not _op_types(forward_graph).isdisjoint(WHILE_OPS)
         self.rewritten: Rewritten | None = None
-        self._chunk_fns: dict[tuple[int, str], object] = {}
+        self._chunk_fns: dict[tuple[int, str, bool], object] = {}
 
     @property
     def report(self):
         return None if self.rewritten is None else self.rewritten.report
 
-    def chunk(self, k: int, kind: str = "contributions"):
-        """The concrete chunk function explaining ``k`` outputs per sample (traced once per ``k`` and ``kind``)."""
+    def chunk(self, k: int, kind: str = "contributions", vectorized: bool = False):
+        """The concrete chunk function explaining ``k`` outputs per sample (traced once per arguments)."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
-        if (k, kind) not in self._chunk_fns:
-            self._chunk_fns[k, kind] = self._trace_chunk(k, kind)
-        return self._chunk_fns[k, kind]
+        if vectorized and not self.can_vectorize(k):
+            raise ValueError(f"the backward pass cannot be vectorized over {k} output(s) here")
+        key = (k, kind, bool(vectorized))
+        if key not in self._chunk_fns:
+            self._chunk_fns[key] = self._trace_chunk(k, kind, bool(vectorized))
+        return self._chunk_fns[key]
 
-    def vectorizes(self, k: int) -> bool:
-        """Whether the chunk for ``k`` outputs runs one backward pass vectorized over them.
+    @functools.cached_property
+    def has_loops(self) -> bool:
+        """Whether the model runs a ``While`` loop (an RNN): read from the first chunk traced."""
+        if not self._chunk_fns:
+            raise RuntimeError("has_loops is known once a chunk has been traced")
+        return not _op_types(next(iter(self._chunk_fns.values())).graph).isdisjoint(WHILE_OPS)
+
+    def can_vectorize(self, k: int) -> bool:
+        """Whether one backward pass vectorized over ``k`` outputs can run here.
 
         Only for several outputs, and not under XLA: it has no kernel for the lists of lists
         that the vectorized loop gradient keeps (``TensorListReserve`` of variants), and it
         fuses each pass's loop anyway.
         """
-        if k < 2:
-            return False
-        if self.vectorize_outputs is not None:
-            return self.vectorize_outputs
-        return self.has_loops and not self.jit_compile
+        return k >= 2 and not self.jit_compile
 
-    def _trace_chunk(self, k: int, kind: str):
+    def _trace_chunk(self, k: int, kind: str, vectorized: bool):
         specs = [tf.TensorSpec(s.shape, s.dtype) for s in self.traced.input_specs]
         # Few outputs: one backward pass per output over the pairs (the plain-gradient floor's
         # shape); the rules compute their multipliers once and every pass reuses them. Many
@@ -86,7 +89,6 @@ class Program:
         # all, which keeps the graph (and compile time) independent of k. A model with a loop:
         # one backward pass vectorized over the outputs, since a loop body's multipliers are
         # rebuilt in every pass's gradient of the loop, at every step (see BENCHMARKS.md).
-        vectorized = self.vectorizes(k)
         copies = k if k > SEPARATE_BACKWARDS_MAX and not vectorized else 1
         passes = k // copies
 
@@ -108,9 +110,12 @@ class Program:
                     n_slots = copies * n_samples
                 per_source = _backward(rewritten, kind, row_outputs, row_slots, n_slots, passes, vectorized)
             per_slot = n_pairs if kind == "multipliers" else n_samples
-            reference_outputs = _reference_output_sums(rewritten.output, n_pairs * copies, reference_index,
-                                                       sample_index, n_samples)
-            return [_slots_last(v, copies, per_slot, k) for v in per_source], reference_outputs
+            y = tf.cast(tf.stop_gradient(rewritten.output), tf.float64)
+            reference_outputs = tf.math.unsorted_segment_sum(
+                tf.gather(y[n_pairs * copies :], reference_index), sample_index, n_samples)
+            first_pair = tf.math.unsorted_segment_min(tf.range(n_pairs), sample_index, n_samples)
+            sample_outputs = tf.gather(y, first_pair)
+            return [_slots_last(v, copies, per_slot, k) for v in per_source], reference_outputs, sample_outputs
 
         fn = tf.function(chunk, jit_compile=self.jit_compile, autograph=False)
         index = tf.TensorSpec([None], tf.int32)
@@ -153,13 +158,6 @@ def _backward(rewritten: Rewritten, kind: str, row_outputs, row_slots, n_slots, 
         return [tf.transpose(v, [*range(1, v.shape.rank), 0]) for v in per_pass_first]
     per_pass = [one_pass(row_outputs[:, j]) for j in range(passes)]
     return [tf.stack(v, -1) for v in zip(*per_pass)]
-
-
-def _reference_output_sums(y, n_foreground, reference_index, sample_index, n_samples) -> tf.Tensor:
-    """``(n_samples, n_outputs)``: the model's outputs summed over each sample's reference rows, in float64."""
-    on_table = tf.cast(tf.stop_gradient(y[n_foreground:]), tf.float64)
-    per_pair = tf.gather(on_table, reference_index)
-    return tf.math.unsorted_segment_sum(per_pair, sample_index, n_samples)
 
 
 def _slots_last(values: tf.Tensor, copies: int, per_copy: tf.Tensor, k: int) -> tf.Tensor:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from . import _tf_private, registry
+from . import _tf_private, precision, registry
 from .errors import CompileError, OpProblem, UnsupportedOpError
 from .graph import (
     BRANCH_OPS,
@@ -63,6 +63,8 @@ class Rewritten:
     sources: list[tf.Tensor]
     report: RewriteReport
     activation_bytes_per_row: int
+    #: The least precise float dtype of what varies with the sources (float16 under mixed_float16).
+    compute_dtype: tf.DType
 
 
 def rewrite_traced(traced, paired: list[tf.Tensor], layer_of: Callable[[str], str | None],
@@ -77,7 +79,8 @@ def rewrite_traced(traced, paired: list[tf.Tensor], layer_of: Callable[[str], st
     else:
         sources, masks = attributed, masks_beside_layer(ops, paired, attributed, y, traced.attributed_layer)
     report = rewrite(ops, [*sources, *masks], [y], layer_of, rule_set)
-    return Rewritten(y, list(sources), report, activation_bytes_per_row(ops, sources))
+    return Rewritten(y, list(sources), report, activation_bytes_per_row(ops, sources),
+                     precision.compute_dtype(ops, sources, y.dtype))
 
 
 def masks_beside_layer(ops, paired, attributed, y, layer_name: str) -> list[tf.Tensor]:

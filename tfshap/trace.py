@@ -31,6 +31,8 @@ class Traced:
     layer_names: list[str]
     keras: str
     attributed_layer: str | None = None
+    #: The width of ``y`` where Keras knows the outputs' shapes, else None.
+    n_outputs: int | None = None
     call_eagerly: Callable[[list[tf.Tensor]], tf.Tensor] | None = None
     model: object = field(default=None, repr=False)
     rebuild: Callable | None = field(default=None, repr=False)
@@ -347,10 +349,30 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
         layer_names=[layer.name for layer in layers],
         keras=flavour,
         attributed_layer=None if attributed_layer is None else attributed_layer.name,
+        n_outputs=_static_width(explained),
         call_eagerly=call_eagerly,
         model=model,
         rebuild=lambda copy: trace(copy, background, output=output, inputs=inputs),
     )
+
+
+def _static_width(model) -> int | None:
+    """``Σ prod(shape[1:])`` of the model's symbolic outputs, or None where a shape is unknown (subclassed)."""
+    outputs = _symbolic_outputs(model)
+    if outputs is None:
+        return None
+    shapes = [tuple(o.shape[1:]) for o in outputs]
+    if any(d is None for shape in shapes for d in shape):
+        return None
+    return int(sum(np.prod(shape, dtype=np.int64) for shape in shapes))
+
+
+def _symbolic_outputs(model) -> list | None:
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return list(tf.nest.flatten(outputs)) if outputs else None
 
 
 def _float64_copy(traced: Traced) -> Traced | None:

@@ -164,17 +164,13 @@ def tfshap_and_floor(workload: dict, jit: bool = False, other_backward: bool = F
 
 
 def _other_backward(default, model, background, samples) -> dict:
-    """A row for tfshap with the backward strategy the ``default`` explainer did not pick: vectorized
-    over the outputs (the default for models with a loop) or a pass per output (for the others)."""
+    """A row for tfshap with the backward strategy the ``default`` explainer does not use in steady state:
+    vectorized over the outputs (a model with a loop, after ``VECTORIZE_AFTER_PAIRS`` pairs) or a pass per
+    output (the others)."""
     import tfshap
-    from tfshap import runner
 
-    other = not default.program.vectorizes(default.n_outputs)
-    runner.VECTORIZE_OUTPUTS = other
-    try:  # the knob is read when the explainer is compiled, and the explainer keeps it
-        call, note, _, _ = _compiled(lambda: tfshap.compile(model, background), samples)
-    finally:
-        runner.VECTORIZE_OUTPUTS = None
+    other = not (default.program.has_loops and default.program.can_vectorize(default.n_outputs))
+    call, note, _, _ = _compiled(lambda: tfshap.compile(model, background, vectorize_outputs=other), samples)
     return {f"tfshap, {'vectorized over outputs' if other else 'a pass per output'}": (call, note)}
 
 
