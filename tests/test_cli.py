@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models._helpers import explain_bound
 
 from tfshap import cli, stream
 
@@ -71,6 +72,15 @@ def files(tmp_path_factory):
     return d
 
 
+def _bound(model_path, background, x, values) -> float:
+    """The float32 bound of one attribution (and of the additivity gap) of the saved model explained on ``x``."""
+    import keras
+
+    model = keras.saving.load_model(model_path, safe_mode=False)
+    rows = [np.concatenate([b, a]) for b, a in zip(background, x)] if isinstance(x, list) else np.concatenate([background, x])
+    return explain_bound(model, rows, len(background[0] if isinstance(x, list) else background), values)
+
+
 # -- rules ------------------------------------------------------------------------------------
 def test_rules_lists_every_registered_op_with_its_family(capsys):
     import tfshap
@@ -130,7 +140,8 @@ def test_explain_writes_npz_that_adds_up(capsys, files, tmp_path):
         values, base, outputs = z["values"], z["base_values"], z["outputs"]
     assert values.shape == (3, 8, 8, 1, 3) and base.shape == (3,) and outputs.shape == (3, 3)
     total = values.reshape(3, -1, 3).sum(axis=1, dtype=np.float64) + base
-    np.testing.assert_allclose(total, outputs, atol=1e-4)
+    bound = _bound(files / "cnn.keras", np.load(files / "bg.npy"), np.load(files / "x.npy"), values)
+    np.testing.assert_allclose(total, outputs, rtol=0, atol=bound)
     assert png.stat().st_size > 1000
 
 
@@ -145,7 +156,9 @@ def test_explain_several_inputs_from_npz(capsys, files, tmp_path):
         v0, v1 = z["values_0"], z["values_1"]
         assert v0.shape == (4, 3, 2) and v1.shape == (4, 2, 2)
         total = v0.sum(axis=1, dtype=np.float64) + v1.sum(axis=1, dtype=np.float64) + z["base_values"]
-        np.testing.assert_allclose(total, z["outputs"], atol=1e-4)
+        with np.load(files / "bg2.npz") as b, np.load(files / "x2.npz") as x:
+            bound = _bound(files / "two.keras", [b["arr_0"], b["arr_1"]], [x["arr_0"], x["arr_1"]], [v0, v1])
+        np.testing.assert_allclose(total, z["outputs"], rtol=0, atol=bound)
 
 
 def test_explain_unsupported_model_exits_1(capsys, files, tmp_path):
@@ -220,7 +233,10 @@ def test_lambda_layers_are_refused_unless_allowed(capsys, files, tmp_path):
     status, _, err = run(capsys, *argv, "--allow-lambda")
     assert status == 0, err
     with np.load(out_npz) as z:
-        np.testing.assert_allclose(z["values"].sum(axis=1) + z["base_values"], z["outputs"], atol=1e-5)
+        rows = np.load(files / "bg3.npy")
+        bound = _bound(files / "lambda.keras", rows, rows, z["values"])
+        total = z["values"].sum(axis=1, dtype=np.float64) + z["base_values"]
+        np.testing.assert_allclose(total, z["outputs"], rtol=0, atol=bound)
 
 
 def test_lambda_layers_are_found_in_h5_and_savedmodel_files(capsys, tmp_path):
@@ -286,12 +302,14 @@ def test_large_inputs_are_memory_mapped_and_explained_in_blocks(capsys, files, t
     assert "explaining [" in err and err.rstrip().endswith("s left") and "23/23 rows" in err
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tfshap")] == []  # the scratch file is gone
     whole = tfshap.compile(files / "cnn.keras", np.load(files / "bg.npy")).explain(x)
+    # blocks of 5 rows against the whole: two float32 computations of the same values
+    bound = _bound(files / "cnn.keras", np.load(files / "bg.npy"), x, whole.values)
     with np.load(tmp_path / "many.npz") as z:
-        np.testing.assert_allclose(z["values"], whole.values, atol=1e-6)
-        np.testing.assert_allclose(z["outputs"], whole.outputs, atol=1e-6)
+        np.testing.assert_allclose(z["values"], whole.values, rtol=0, atol=2 * bound)
+        np.testing.assert_allclose(z["outputs"], whole.outputs, rtol=0, atol=2 * bound)
         total = z["values"].reshape(23, -1, 3).sum(axis=1, dtype=np.float64) + z["base_values"]
-        np.testing.assert_allclose(total, z["outputs"], atol=1e-4)
-        assert float(z["additivity_error"]) < 1e-4
+        np.testing.assert_allclose(total, z["outputs"], rtol=0, atol=bound)
+        assert float(z["additivity_error"]) <= bound
 
 
 def test_bad_rows_in_a_later_block_leave_no_output(capsys, files, tmp_path, monkeypatch):
