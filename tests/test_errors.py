@@ -242,8 +242,16 @@ def test_additivity_error_is_an_assertion_error():
     assert not issubclass(tfshap.AdditivityError, ValueError)
 
 
-@pytest.mark.parametrize("dtype, relative", [("float32", 5e-4), ("float64", 1e-8)])
-def test_check_additivity_names_the_miss_the_tolerance_and_the_rules(K, dtype, relative):
+def _stated_tolerance(explainer, attributions) -> float:
+    """The tolerance the AdditivityError of ``attributions`` states."""
+    with pytest.raises(tfshap.AdditivityError) as info:
+        explainer.check_additivity(attributions)
+    return float(re.search(r"tolerance (\S+);", str(info.value)).group(1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_check_additivity_names_the_miss_the_tolerance_and_the_rules(K, dtype):
+    """The tolerance is relative to max(1, |f|, |E f|), above the dtype's legitimate rounding, and far below a real miss."""
     before = K.backend.floatx()
     K.backend.set_floatx(dtype)
     policy = K.config.dtype_policy() if hasattr(K, "config") and hasattr(K.config, "set_dtype_policy") else None
@@ -262,18 +270,30 @@ def test_check_additivity_names_the_miss_the_tolerance_and_the_rules(K, dtype, r
     explainer.check_additivity(real)  # a correct explanation passes
 
     outputs = np.array([[3.0, -1.0], [0.5, 2.0]], dtype)
-    tolerance = relative * 3.0  # relative to max(1, |outputs|, |base_values|)
     bad = Attributions(
         values=np.zeros((2, 4, 2), dtype), base_values=np.zeros(2, dtype), outputs=outputs, additivity_error=0.25
     )
     with pytest.raises(tfshap.AdditivityError) as info:
         explainer.check_additivity(bad)
     message = str(info.value)
-    assert "0.25" in message
-    assert f"{tolerance:.3g}" in message and dtype in message
+    assert "0.25" in message and dtype in message
     assert "Relu" in message and "MatMul" in message  # the rules involved
     with pytest.raises(AssertionError):  # catchable as shap users do
         explainer.check_additivity(bad)
+
+    # relative to max(1, |outputs|, |base_values|): the same fraction of outputs 3 and 30, and of outputs below 1
+    tolerance = _stated_tolerance(explainer, bad)
+    assert f"{tolerance:.3g}" in message
+    relative = tolerance / 3.0
+    ten_times = Attributions(bad.values, bad.base_values, 10 * outputs, additivity_error=25.0)
+    assert _stated_tolerance(explainer, ten_times) == pytest.approx(10 * tolerance, rel=1e-2)
+    small = Attributions(bad.values, bad.base_values, outputs / 30, additivity_error=0.25)
+    assert _stated_tolerance(explainer, small) == pytest.approx(relative, rel=1e-2)
+    # above the dtype's legitimate rounding of this model's sums, so that a correct explanation never
+    # fails, and below a miss of 1% of the outputs, so that a wrong one does
+    rows = np.concatenate([background, background[:2]])
+    rounding = explain_bound(model, rows, len(background), real.values, eps=float(np.finfo(dtype).eps))
+    assert rounding / max(1.0, np.abs(real.outputs).max()) <= relative < 1e-2
 
     # just within the tolerance passes; just outside fails
     explainer.check_additivity(Attributions(bad.values, bad.base_values, outputs, additivity_error=0.9 * tolerance))

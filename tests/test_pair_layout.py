@@ -48,19 +48,37 @@ def test_halves_move_each_rows_run_of_entries_together():
     np.testing.assert_array_equal(padded.numpy(), np.concatenate([t.numpy()[:6], np.zeros((4, 3))]))
 
 
-@pytest.mark.parametrize("n, k, batch_size", [(1, 1, 1), (4, 6, 5), (100, 10000, 1024), (7, 100, 1024), (3, 50, 64), (32, 1000, 1024), (5, 3, 2), (64, 100, 6584)])
-def test_tiles_cover_every_pair_once_within_the_batch_size(n, k, batch_size):
-    seen = np.zeros((n, k), int)
-    for samples, rows in pair_tiles(n, k, batch_size):
-        assert (samples.stop - samples.start) * (rows.stop - rows.start) <= batch_size
-        seen[samples, rows] += 1
-    np.testing.assert_array_equal(seen, 1)
+def _tile_cases(count: int = 400, seed: int = 0) -> list[tuple[int, int, int]]:
+    """(samples, background rows, batch size) triples from 1 to thousands, with the corners."""
+    rng = np.random.default_rng(seed)
+    drawn = [tuple(int(v) for v in (rng.integers(1, 80), rng.integers(1, 3000), rng.integers(1, 5000))) for _ in range(count)]
+    return [(1, 1, 1), (1, 5000, 1), (5000, 1, 1), (100, 10000, 1024), (1000, 10000, 1024), (7, 100, 1024), *drawn]
 
 
-def test_a_large_background_is_tiled_with_few_background_rows_per_chunk():
-    # 1,000 samples × 10,000 rows in chunks of 1,024 pairs: 32 samples × 32 rows, 32 reference rows per chunk
-    tiles = pair_tiles(1000, 10000, 1024)
-    assert {(s.stop - s.start, r.stop - r.start) for s, r in tiles[:5]} == {(32, 32)}
+def test_tiles_cover_every_pair_once_within_the_batch_size():
+    for n, k, batch_size in _tile_cases():
+        seen = np.zeros((n, k), int)
+        for samples, rows in pair_tiles(n, k, batch_size):
+            assert (samples.stop - samples.start) * (rows.stop - rows.start) <= batch_size, (n, k, batch_size)
+            seen[samples, rows] += 1
+        assert np.all(seen == 1), (n, k, batch_size)
+
+
+def test_tiles_are_full_and_run_few_background_rows():
+    """What tiling is for: few chunks (every tile but the last of a row or column at least half
+    full) and, where there are enough samples, few reference rows per chunk (at most 2·√batch_size,
+    where one sample's tile would run batch_size of them)."""
+    for n, k, batch_size in _tile_cases():
+        tiles = pair_tiles(n, k, batch_size)
+        last_samples, last_rows = max(s.start for s, _ in tiles), max(r.start for _, r in tiles)
+        for samples, rows in tiles:
+            pairs = (samples.stop - samples.start) * (rows.stop - rows.start)
+            if samples.start != last_samples and rows.start != last_rows:
+                assert 2 * pairs >= batch_size, (n, k, batch_size, samples, rows)
+            if n >= 2 * np.sqrt(batch_size):
+                assert rows.stop - rows.start <= 2 * np.sqrt(batch_size), (n, k, batch_size, samples, rows)
+        if n * k <= batch_size:
+            assert len(tiles) == 1  # everything fits in one chunk
 
 
 def test_a_rule_outside_a_layout_is_an_error():

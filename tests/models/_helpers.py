@@ -196,7 +196,9 @@ def forward_bound(model, rows, extra_roundings: int = 0) -> float:
     return float32_bound(roundings, largest_activation(model, rows))
 
 
-def explain_bound(model, rows, background_rows: int, values=None, steps: int = 1, extra_roundings: int = 0) -> float:
+def explain_bound(
+    model, rows, background_rows: int, values=None, steps: int = 1, extra_roundings: int = 0, eps: float = EPS32
+) -> float:
     """How far a float32 attribution of ``model``, or its additivity gap, can be from exact.
 
     Each value is carried forward and back through the model and averaged over
@@ -206,13 +208,14 @@ def explain_bound(model, rows, background_rows: int, values=None, steps: int = 1
     sum over the input features joins the magnitude. ``steps``: how many times a loop runs the
     model's kernels (a recurrent layer's time steps). ``extra_roundings``: those of ops inside
     layers that have no kernel, forward and backward (attention's scores and combination).
+    ``eps``: the machine epsilon of the dtype the model computes in.
     """
     magnitude = largest_activation(model, rows)
     if values is not None:
         per_input = values if isinstance(values, list) else [values]
         l1 = sum(np.abs(np.asarray(v, np.float64)).reshape(v.shape[0], -1, v.shape[-1]).sum(1) for v in per_input)
         magnitude = max(magnitude, float(np.max(l1)))
-    return float32_bound(explain_roundings(model, background_rows, steps) + extra_roundings, magnitude)
+    return float32_bound(explain_roundings(model, background_rows, steps) + extra_roundings, magnitude, eps)
 
 
 def predict(model, x) -> np.ndarray:
