@@ -74,6 +74,10 @@ def _matmul(adjoint_a=False):
     return product
 
 
+def _einsum(equation):
+    return lambda a, b: np.einsum(equation, a, b)
+
+
 #: ``y = f(*inputs)`` of each bilinear case with two different varying operands, in numpy.
 BILINEAR = {
     "BatchMatMul-both": _matmul(),
@@ -82,7 +86,7 @@ BILINEAR = {
     "BatchMatMulV2-bcast heads": _matmul(),
     "BatchMatMulV3-both": _matmul(),
     **{
-        f"Einsum-{equation}": (lambda eq: lambda a, b: np.einsum(eq, a, b))(equation)
+        f"Einsum-{equation}": _einsum(equation)
         for equation in (
             "nij,njk->nik", "ni,nj->nij", "nij,nij->n", "...ij,...jk->...ik", "aecd,abcd->acbe",
             "acbe,aecd->abcd", "afgde,abcde->adbcfg", "BTNH,BSNH->BNTS", "BNTS,BSNH->BTNH",
