@@ -18,13 +18,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import (
+    assert_additive,
+    assert_explains_inference,
+    floatx,
+    keras_module,
+)
 
 import tfshap
-from tfshap.pair import halves, on_foreground, paired_rows
 from tfshap import runner
+from tfshap.pair import halves, on_foreground, paired_rows
 from tfshap.runner import pair_tiles, run_pairs
-
-from models._helpers import assert_additive, floatx, keras_module
 
 
 def test_halves_pairs_each_foreground_row_with_its_reference_row():
@@ -131,6 +135,7 @@ def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
     explainer = tfshap.compile(model, background)
     result = explainer.explain(x)
     assert_additive(result, 1e-10)
+    assert_explains_inference(result, model, x, background)
     k = explainer.n_outputs
     chunk, outputs = explainer.program.chunk(k), np.tile(np.arange(k), (len(x), 1))
     # tiles of 1 pair; 2 samples × 2 background rows; 3 × 3; and one tile, 6 reference rows for 24 pairs
@@ -164,6 +169,7 @@ def test_the_backward_vectorized_over_outputs_gives_the_values_of_separate_passe
     assert default.program.vectorizes(k) == default.program.has_loops
     result = default.explain(x)
     assert_additive(result, 1e-10)
+    assert_explains_inference(result, model, x, background)
     monkeypatch.setattr(runner, "VECTORIZE_OUTPUTS", not default.program.has_loops)
     other = tfshap.compile(model, background)
     assert other.program.vectorizes(k) != default.program.vectorizes(k)
@@ -183,4 +189,5 @@ def test_xla_explains_a_loop_model_with_a_pass_per_output():
     assert not with_xla.program.vectorizes(with_xla.n_outputs)
     result = with_xla.explain(x)
     assert_additive(result, 1e-10)
+    assert_explains_inference(result, model, x, background)
     np.testing.assert_allclose(result.values, tfshap.compile(model, background).explain(x).values, rtol=0, atol=1e-12)

@@ -218,6 +218,16 @@ def explain_bound(
     return float32_bound(explain_roundings(model, background_rows, steps) + extra_roundings, magnitude, eps)
 
 
+def assert_explains_inference(result, model, x, background, atol: float = 1e-12) -> None:
+    """The explained outputs and base values are the model's own at inference (``training=False``).
+
+    Additivity is measured against tfshap's traced forward pass: a model traced in another mode
+    (dropout, noise, random layers active) would still add up. float64: within ``atol``.
+    """
+    np.testing.assert_allclose(result.outputs, predict(model, x), rtol=0, atol=atol)
+    np.testing.assert_allclose(result.base_values, predict(model, background).mean(0), rtol=0, atol=atol)
+
+
 def predict(model, x) -> np.ndarray:
     """The model's outputs at ``x``, every output flattened and concatenated: ``(n, n_outputs)``."""
     out = model(x, training=False)
