@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import (
+    KERASES,
+    digits,
+    explain_bound,
+    floatx,
+    keras_module,
+    predict,
+    totals,
+)
 
 import tfshap
-
-from models._helpers import KERASES, digits, explain_bound, floatx, keras_module, predict, totals
 
 
 def _seed_model(K, x, y):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from models._helpers import KERASES, floatx, keras_module, predict, totals
 
 import tfshap
 from tfshap.gradients import quadrature
-
-from models._helpers import KERASES, floatx, keras_module, predict, totals
 
 
 def _sum_of_squares(K):

@@ -22,7 +22,14 @@ import os
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from models._helpers import KERASES, additivity_gap, floatx, keras_module, predict, random_weights
+from models._helpers import (
+    KERASES,
+    additivity_gap,
+    floatx,
+    keras_module,
+    predict,
+    random_weights,
+)
 
 import tfshap
 

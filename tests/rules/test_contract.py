@@ -25,6 +25,7 @@ import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from models._helpers import ELEMENTWISE_ROUNDINGS, float32_bound  # noqa: E402
 
 import tfshap  # noqa: E402,F401  (registers every rule)
 from tfshap import _tf_private, registry  # noqa: E402
@@ -34,8 +35,6 @@ from tfshap.pair import VARYING_ATTR, one_to_one  # noqa: E402
 from tfshap.rewrite import rewrite  # noqa: E402
 
 from .cases import CASES, REFUSALS, N, sample  # noqa: E402
-
-from models._helpers import ELEMENTWISE_ROUNDINGS, float32_bound  # noqa: E402
 
 BY_ID = {c.id: c for c in CASES}
 SEED = {c.id: 1000 + i for i, c in enumerate(CASES)}
