@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models._helpers import explain_bound
+from models._helpers import explain_bound, predict, replaced_rule
 
 from tfshap import cli, stream
 
@@ -115,10 +115,42 @@ def test_check_supported_model_lists_rules(capsys, files):
     assert re.search(r"Softmax\s+softmax", out)
 
 
-def test_check_with_background_file(capsys, files):
+def test_check_with_background_file(capsys, files, tmp_path):
     status, out, _ = run(capsys, "check", files / "two.keras", "--background", files / "bg2.npz")
     assert status == 0
     assert "input 1: (None, 2)" in out
+    # the background is read and checked against the model, not ignored
+    np.savez(tmp_path / "bad.npz", np.zeros((5, 3), np.float32), np.zeros((5, 4), np.float32))
+    status, out, err = run(capsys, "check", files / "two.keras", "--background", tmp_path / "bad.npz")
+    assert status == 2 and not out
+    assert_one_line_error(err, "--background", "(n, 2)", "(5, 4)")
+
+
+def test_check_and_explain_a_layer_output(capsys, files, tmp_path):
+    """``--output conv``: the conv layer's 8·8·4 outputs are explained, not the 3 probabilities."""
+    import keras
+
+    status, out, err = run(capsys, "check", files / "cnn.keras", "--output", "conv")
+    assert status == 0, err
+    assert "outputs explained: 256 (layer 'conv')" in out
+    status, out, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", files / "x.npy",
+        "--out", tmp_path / "conv.npz", "--output", "conv",
+    )
+    assert status == 0, err
+    model = keras.saving.load_model(files / "cnn.keras")
+    conv = keras.Model(model.inputs[0], model.get_layer("conv").output)
+    background, x = np.load(files / "bg.npy"), np.load(files / "x.npy")
+    with np.load(tmp_path / "conv.npz") as z:
+        assert z["values"].shape == (3, 8, 8, 1, 256)
+        bound = _bound(files / "cnn.keras", background, x, z["values"])
+        np.testing.assert_allclose(z["outputs"], predict(conv, x), rtol=0, atol=bound)
+        np.testing.assert_allclose(z["base_values"], predict(conv, background).mean(0), rtol=0, atol=bound)
+        total = z["values"].reshape(3, -1, 256).sum(axis=1, dtype=np.float64) + z["base_values"]
+        np.testing.assert_allclose(total, z["outputs"], rtol=0, atol=bound)
+    status, _, err = run(capsys, "check", files / "cnn.keras", "--output", "nope")
+    assert status == 2
+    assert_one_line_error(err, "output='nope' is not a layer")
 
 
 def test_check_unsupported_model_exits_1_with_one_line(capsys, files):
@@ -170,6 +202,24 @@ def test_explain_unsupported_model_exits_1(capsys, files, tmp_path):
     assert status == 1
     assert_one_line_error(err, "not supported", "TopKV2")
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_explain_exits_1_when_the_sums_miss(capsys, files, tmp_path):
+    """Relu given TensorFlow's own gradient: its relus switch between samples and background, the sums miss."""
+    with replaced_rule("Relu", "linear"):
+        status, out, err = run(
+            capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", files / "x.npy",
+            "--out", tmp_path / "o.npz",
+        )
+    assert status == 1 and not out
+    assert_one_line_error(err, "additivity check failed", "Relu (linear)")
+    assert not (tmp_path / "o.npz").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # nor its scratch files
+    status, _, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", files / "x.npy",
+        "--out", tmp_path / "o.npz",
+    )
+    assert status == 0, err  # the rule is back
 
 
 # -- errors: one line, non-zero, no traceback ---------------------------------------------------

@@ -143,3 +143,28 @@ def _leaky_relu_by_where(t):
     import tensorflow as tf
 
     return tf.where(t > 0, t, 0.1 * t)
+
+
+def test_a_switching_where_whose_branches_did_not_change_is_a_mask_mismatch(K64, rng):
+    """``where(c > 0, v, −v)``: c switches between sample and reference while v is the same for both.
+
+    Δy = 2v comes from the switch alone, through neither branch: it cannot be attributed, and
+    explaining stops, naming the layer. Where v changes too, it goes through the branch taken.
+    """
+    import tensorflow as tf
+
+    K = K64
+    c, v = K.Input((3,)), K.Input((3,))
+    flipped = K.layers.Lambda(lambda t: tf.where(t[0] > 0, t[1], -t[1]), name="flip")([c, v])
+    model = K.Model([c, v], K.layers.Dense(1)(flipped))
+    background = [-np.ones((2, 3)), np.tile([[1.0, 2.0, 3.0]], (2, 1))]
+    explainer = tfshap.compile(model, background)
+
+    with pytest.raises(tfshap.MaskMismatchError, match="flip"):
+        explainer.explain([np.ones((1, 3)), background[1][:1]])  # c switched, v unchanged
+
+    x = [np.ones((1, 3)), rng.normal(size=(1, 3))]  # c switched, v changed
+    result = explainer.explain(x)
+    assert result.additivity_error < 1e-12
+    assert_explains_inference(result, model, x, background)
+    np.testing.assert_array_equal(result.values[0], 0.0)  # all of Δy through the branch v: c gets nothing

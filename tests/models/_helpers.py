@@ -55,6 +55,23 @@ def floatx(K, dtype: str):
             K.config.set_dtype_policy(policy)
 
 
+@contextlib.contextmanager
+def replaced_rule(op_type: str, family: str, **kwargs):
+    """``tfshap.register_rule(op_type, family, replace=True, **kwargs)`` within the block; the rule before it afterwards.
+
+    Rules apply when an explainer is compiled: compile inside the block. The old rule comes
+    back through the public API, with its own plan (which names its registered gradient).
+    """
+    import tfshap
+
+    (old,) = [rule for rule in tfshap.rules() if rule.op_type == op_type]
+    tfshap.register_rule(op_type, family, replace=True, **kwargs)
+    try:
+        yield
+    finally:
+        tfshap.register_rule(old.op_type, old.family, plan=old.plan, doc=old.doc, replace=True)
+
+
 def totals(values) -> np.ndarray:
     """Sum of attributions over every input dimension (and every input): ``(n, n_outputs)``."""
     values = values if isinstance(values, list) else [values]
