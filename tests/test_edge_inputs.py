@@ -14,6 +14,7 @@ import tensorflow as tf
 from models._helpers import (
     ELEMENTWISE_ROUNDINGS,
     additivity_gap,
+    assert_explains_inference,
     explain_bound,
     float32_bound,
     floatx,
@@ -189,6 +190,7 @@ def test_integer_or_boolean_side_input(K64, rng, side_dtype):
     result = explainer.explain(x)
     assert result.values.shape == (2, 4, 2)
     _assert_exact(result, 1e-12)
+    assert_explains_inference(result, model, x, background)
     np.testing.assert_array_equal(result.values[:, ~mask[0].astype(bool)], 0.0)  # masked units get nothing
     with pytest.raises(tfshap.MaskMismatchError, match="mask_as_float"):
         explainer.explain([x[0], (1 - x[1].astype("int32")).astype(side_dtype)])

@@ -13,6 +13,7 @@ import tfshap
 
 from ._helpers import (
     assert_additive,
+    assert_explains_inference,
     explain_bound,
     floatx,
     forward_bound,
@@ -100,6 +101,7 @@ def test_causal_attention_gives_nothing_to_later_positions(K64, rng):
     _, result = _explain(model, background, x)
 
     assert_additive(result, 1e-8)
+    assert_explains_inference(result, model, x, background)
     np.testing.assert_array_equal(result.values[:, 2:], 0.0)  # positions 0 and 1 see only 0 and 1
     assert np.abs(result.values[:, :2]).min() > 0
 
