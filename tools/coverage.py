@@ -387,7 +387,8 @@ def explain_rows(K, keras_rows: dict[str, Spec], summed: bool = False) -> dict[s
         background, x = _one(data_of(first, 5, 0)), _one(data_of(first, 3, 1))
         explainer = tfshap.compile(model, background, inputs=inputs)
         result = explainer.explain(x)
-        inference = np.asarray(model(x, training=False), np.float64).reshape(result.outputs.shape)
+        inference = np.asarray(model(x if isinstance(x, list) else [x], training=False), np.float64)  # built on a list
+        inference = inference.reshape(result.outputs.shape)
     values = result.values if isinstance(result.values, list) else [result.values]
     totals = sum(np.asarray(v, np.float64).reshape(v.shape[0], -1, v.shape[-1]).sum(axis=1) for v in values)
     gaps = np.abs(totals + result.base_values - result.outputs).max(axis=0)
