@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models._helpers import explain_bound, predict, replaced_rule
 
 from tfshap import cli, stream
 
@@ -71,6 +72,15 @@ def files(tmp_path_factory):
     return d
 
 
+def _bound(model_path, background, x, values) -> float:
+    """The float32 bound of one attribution (and of the additivity gap) of the saved model explained on ``x``."""
+    import keras
+
+    model = keras.saving.load_model(model_path, safe_mode=False)
+    rows = [np.concatenate([b, a]) for b, a in zip(background, x)] if isinstance(x, list) else np.concatenate([background, x])
+    return explain_bound(model, rows, len(background[0] if isinstance(x, list) else background), values)
+
+
 # -- rules ------------------------------------------------------------------------------------
 def test_rules_lists_every_registered_op_with_its_family(capsys):
     import tfshap
@@ -105,10 +115,42 @@ def test_check_supported_model_lists_rules(capsys, files):
     assert re.search(r"Softmax\s+softmax", out)
 
 
-def test_check_with_background_file(capsys, files):
+def test_check_with_background_file(capsys, files, tmp_path):
     status, out, _ = run(capsys, "check", files / "two.keras", "--background", files / "bg2.npz")
     assert status == 0
     assert "input 1: (None, 2)" in out
+    # the background is read and checked against the model, not ignored
+    np.savez(tmp_path / "bad.npz", np.zeros((5, 3), np.float32), np.zeros((5, 4), np.float32))
+    status, out, err = run(capsys, "check", files / "two.keras", "--background", tmp_path / "bad.npz")
+    assert status == 2 and not out
+    assert_one_line_error(err, "--background", "(n, 2)", "(5, 4)")
+
+
+def test_check_and_explain_a_layer_output(capsys, files, tmp_path):
+    """``--output conv``: the conv layer's 8·8·4 outputs are explained, not the 3 probabilities."""
+    import keras
+
+    status, out, err = run(capsys, "check", files / "cnn.keras", "--output", "conv")
+    assert status == 0, err
+    assert "outputs explained: 256 (layer 'conv')" in out
+    status, out, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", files / "x.npy",
+        "--out", tmp_path / "conv.npz", "--output", "conv",
+    )
+    assert status == 0, err
+    model = keras.saving.load_model(files / "cnn.keras")
+    conv = keras.Model(model.inputs[0], model.get_layer("conv").output)
+    background, x = np.load(files / "bg.npy"), np.load(files / "x.npy")
+    with np.load(tmp_path / "conv.npz") as z:
+        assert z["values"].shape == (3, 8, 8, 1, 256)
+        bound = _bound(files / "cnn.keras", background, x, z["values"])
+        np.testing.assert_allclose(z["outputs"], predict(conv, x), rtol=0, atol=bound)
+        np.testing.assert_allclose(z["base_values"], predict(conv, background).mean(0), rtol=0, atol=bound)
+        total = z["values"].reshape(3, -1, 256).sum(axis=1, dtype=np.float64) + z["base_values"]
+        np.testing.assert_allclose(total, z["outputs"], rtol=0, atol=bound)
+    status, _, err = run(capsys, "check", files / "cnn.keras", "--output", "nope")
+    assert status == 2
+    assert_one_line_error(err, "output='nope' is not a layer")
 
 
 def test_check_unsupported_model_exits_1_with_one_line(capsys, files):
@@ -130,7 +172,8 @@ def test_explain_writes_npz_that_adds_up(capsys, files, tmp_path):
         values, base, outputs = z["values"], z["base_values"], z["outputs"]
     assert values.shape == (3, 8, 8, 1, 3) and base.shape == (3,) and outputs.shape == (3, 3)
     total = values.reshape(3, -1, 3).sum(axis=1, dtype=np.float64) + base
-    np.testing.assert_allclose(total, outputs, atol=1e-4)
+    bound = _bound(files / "cnn.keras", np.load(files / "bg.npy"), np.load(files / "x.npy"), values)
+    np.testing.assert_allclose(total, outputs, rtol=0, atol=bound)
     import matplotlib.image
 
     # plots.image at 100 dpi: (3 outputs + the image) · 1.5 inches by 3 rows · 1.5 + 0.6 (colour bar) + 0.3 (title)
@@ -148,7 +191,9 @@ def test_explain_several_inputs_from_npz(capsys, files, tmp_path):
         v0, v1 = z["values_0"], z["values_1"]
         assert v0.shape == (4, 3, 2) and v1.shape == (4, 2, 2)
         total = v0.sum(axis=1, dtype=np.float64) + v1.sum(axis=1, dtype=np.float64) + z["base_values"]
-        np.testing.assert_allclose(total, z["outputs"], atol=1e-4)
+        with np.load(files / "bg2.npz") as b, np.load(files / "x2.npz") as x:
+            bound = _bound(files / "two.keras", [b["arr_0"], b["arr_1"]], [x["arr_0"], x["arr_1"]], [v0, v1])
+        np.testing.assert_allclose(total, z["outputs"], rtol=0, atol=bound)
 
 
 def test_explain_unsupported_model_exits_1(capsys, files, tmp_path):
@@ -160,6 +205,24 @@ def test_explain_unsupported_model_exits_1(capsys, files, tmp_path):
     assert status == 1
     assert_one_line_error(err, "not supported", "TopKV2")
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_explain_exits_1_when_the_sums_miss(capsys, files, tmp_path):
+    """Relu given TensorFlow's own gradient: its relus switch between samples and background, the sums miss."""
+    with replaced_rule("Relu", "linear"):
+        status, out, err = run(
+            capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", files / "x.npy",
+            "--out", tmp_path / "o.npz",
+        )
+    assert status == 1 and not out
+    assert_one_line_error(err, "additivity check failed", "Relu (linear)")
+    assert not (tmp_path / "o.npz").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # nor its scratch files
+    status, _, err = run(
+        capsys, "explain", files / "cnn.keras", "--background", files / "bg.npy", "--inputs", files / "x.npy",
+        "--out", tmp_path / "o.npz",
+    )
+    assert status == 0, err  # the rule is back
 
 
 # -- errors: one line, non-zero, no traceback ---------------------------------------------------
@@ -223,7 +286,10 @@ def test_lambda_layers_are_refused_unless_allowed(capsys, files, tmp_path):
     status, _, err = run(capsys, *argv, "--allow-lambda")
     assert status == 0, err
     with np.load(out_npz) as z:
-        np.testing.assert_allclose(z["values"].sum(axis=1) + z["base_values"], z["outputs"], atol=1e-5)
+        rows = np.load(files / "bg3.npy")
+        bound = _bound(files / "lambda.keras", rows, rows, z["values"])
+        total = z["values"].sum(axis=1, dtype=np.float64) + z["base_values"]
+        np.testing.assert_allclose(total, z["outputs"], rtol=0, atol=bound)
 
 
 def test_lambda_layers_are_found_in_h5_and_savedmodel_files(capsys, tmp_path):
@@ -289,12 +355,14 @@ def test_large_inputs_are_memory_mapped_and_explained_in_blocks(capsys, files, t
     assert "explaining [" in err and err.rstrip().endswith("s left") and "23/23 rows" in err
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tfshap")] == []  # the scratch file is gone
     whole = tfshap.compile(files / "cnn.keras", np.load(files / "bg.npy")).explain(x)
+    # blocks of 5 rows against the whole: two float32 computations of the same values
+    bound = _bound(files / "cnn.keras", np.load(files / "bg.npy"), x, whole.values)
     with np.load(tmp_path / "many.npz") as z:
-        np.testing.assert_allclose(z["values"], whole.values, atol=1e-6)
-        np.testing.assert_allclose(z["outputs"], whole.outputs, atol=1e-6)
+        np.testing.assert_allclose(z["values"], whole.values, rtol=0, atol=2 * bound)
+        np.testing.assert_allclose(z["outputs"], whole.outputs, rtol=0, atol=2 * bound)
         total = z["values"].reshape(23, -1, 3).sum(axis=1, dtype=np.float64) + z["base_values"]
-        np.testing.assert_allclose(total, z["outputs"], atol=1e-4)
-        assert float(z["additivity_error"]) < 1e-4
+        np.testing.assert_allclose(total, z["outputs"], rtol=0, atol=bound)
+        assert float(z["additivity_error"]) <= bound
 
 
 def test_bad_rows_in_a_later_block_leave_no_output(capsys, files, tmp_path, monkeypatch):

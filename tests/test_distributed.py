@@ -18,6 +18,7 @@ _SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, tfshap
     from tfshap import batching
+    from models._helpers import explain_bound
 
     used = []
     original = batching.tf.device
@@ -38,6 +39,7 @@ _SCRIPT = textwrap.dedent(
         scoped_explainer = tfshap.compile(model, background, batch_size=16)
     scoped = scoped_explainer.explain(x)
     print(json.dumps({
+        "bound": explain_bound(model, np.concatenate([background, x]), len(background), alone.values),
         "devices": sorted(set(d for d in used if d)),
         "given": float(np.max(np.abs(given.values - alone.values))),
         "scoped": float(np.max(np.abs(scoped.values - alone.values))),
@@ -48,13 +50,15 @@ _SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_strategy_over_two_logical_cpus_matches_one_device():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(report["devices"]) == 2 and all("CPU:" in d.upper() for d in report["devices"]), report
-    assert report["given"] < 1e-6 and report["scoped"] < 1e-6, report
-    assert report["additivity"] < 1e-4, report
+    # the same float32 values from other devices: each within the bound of one attribution
+    assert report["given"] <= 2 * report["bound"] and report["scoped"] <= 2 * report["bound"], report
+    assert report["additivity"] <= report["bound"], report
 
 
 def test_strategy_must_be_a_tf_distribute_strategy(rng):

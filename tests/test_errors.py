@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import explain_bound, predict
 
 import tfshap
 from tfshap import Attributions
-
 
 # -- unsupported ops ----------------------------------------------------------------------------
 UNSUPPORTED = {
@@ -69,7 +69,10 @@ def test_unsupported_op_off_the_explained_path_is_fine(K):
     background, x = rng.normal(size=(5, 6)).astype("float32"), rng.normal(size=(2, 6)).astype("float32")
     result = tfshap.compile(model, background, output="hidden").explain(x)
     assert result.values.shape == (2, 6, 4)
-    assert result.additivity_error <= 1e-5
+    hidden_model = K.Model(inp, hidden)
+    bound = explain_bound(hidden_model, np.concatenate([background, x]), len(background), result.values)
+    assert result.additivity_error <= bound
+    np.testing.assert_allclose(result.outputs, predict(hidden_model, x), rtol=0, atol=bound)
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -239,8 +242,17 @@ def test_additivity_error_is_an_assertion_error():
     assert not issubclass(tfshap.AdditivityError, ValueError)
 
 
+def _stated_tolerance(explainer, attributions) -> float:
+    """The tolerance the AdditivityError of ``attributions`` states (its field)."""
+    with pytest.raises(tfshap.AdditivityError) as info:
+        explainer.check_additivity(attributions)
+    return info.value.tolerance
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_check_additivity_names_the_miss_the_tolerance_and_the_rules(K, dtype):
+    """The tolerance scales with the magnitudes compared, sits above the dtype's legitimate rounding,
+    and far below a real miss."""
     before = K.backend.floatx()
     K.backend.set_floatx(dtype)
     policy = K.config.dtype_policy() if hasattr(K, "config") and hasattr(K.config, "set_dtype_policy") else None
@@ -277,6 +289,17 @@ def test_check_additivity_names_the_miss_the_tolerance_and_the_rules(K, dtype):
     assert 3 * eps * 8 <= tolerance <= 3 * eps * 1e3
     with pytest.raises(AssertionError):  # catchable as shap users do
         explainer.check_additivity(bad)
+
+    # proportional to the magnitudes compared: ten times the outputs, ten times the tolerance
+    assert _stated_tolerance(explainer, bad) == tolerance
+    ten_times = Attributions(bad.values, bad.base_values, 10 * outputs, additivity_error=25.0)
+    assert _stated_tolerance(explainer, ten_times) == pytest.approx(10 * tolerance, rel=1e-2)
+    # above the dtype's legitimate rounding of this model's sums, so that a correct explanation never
+    # fails, and below a miss of 1% of the outputs, so that a wrong one does
+    rows = np.concatenate([background, background[:2]])
+    rounding = explain_bound(model, rows, len(background), real.values, eps=float(np.finfo(dtype).eps))
+    assert rounding <= explainer.tolerance(real.outputs, real.base_values) + 2 * explainer.model_noise(real.data)
+    assert tolerance < 1e-2 * 3.0
 
     # just within the tolerance passes; just outside fails
     explainer.check_additivity(Attributions(bad.values, bad.base_values, outputs, additivity_error=0.9 * tolerance))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from models._helpers import EPS32, assert_explains_inference
 
 import tfshap
 
@@ -30,6 +31,7 @@ def test_masking_lstm_equals_the_lstm_on_the_unmasked_steps(K64, rng):
     result = tfshap.compile(masked, background).explain(x)
     reference = tfshap.compile(truncated, background[:, :KEPT]).explain(x[:, :KEPT])
     assert result.additivity_error < 1e-9
+    assert_explains_inference(result, masked, x, background)
     np.testing.assert_allclose(result.values[:, :KEPT], reference.values, atol=1e-10)
     np.testing.assert_array_equal(result.values[:, KEPT:], 0.0)
 
@@ -42,10 +44,12 @@ def test_a_recurrent_mask_that_differs_from_the_reference_still_adds_up(rng):
         keras.Input((STEPS, FEATURES), dtype="float64"), keras.layers.Masking(0.0, **f64),
         keras.layers.LSTM(3, **f64), keras.layers.Dense(2, **f64),
     ])
-    explainer = tfshap.compile(masked, _padded(rng, 3))
+    background = _padded(rng, 3)
+    explainer = tfshap.compile(masked, background)
     longer = rng.normal(size=(2, STEPS, FEATURES))  # no padding: its mask differs from the background's
     result = explainer.explain(longer)
     assert result.additivity_error < 1e-9
+    assert_explains_inference(result, masked, longer, background)
     assert np.abs(result.values[:, KEPT:]).sum() > 0  # the steps the references skip get credit
 
 
@@ -57,8 +61,11 @@ def test_a_mask_cast_to_float_must_agree_and_the_error_names_the_layer(rng):
     inputs = K.Input((STEPS, FEATURES), dtype="float64")
     hidden = K.layers.Masking(0.0, dtype="float64", name="padding")(inputs)
     model = K.Model(inputs, K.layers.Dense(2, dtype="float64")(K.layers.Flatten(dtype="float64")(hidden)))
-    explainer = tfshap.compile(model, _padded(rng, 3))
-    assert explainer.explain(_padded(rng, 2)).additivity_error < 1e-9
+    background, x = _padded(rng, 3), _padded(rng, 2)
+    explainer = tfshap.compile(model, background)
+    result = explainer.explain(x)
+    assert result.additivity_error < 1e-9
+    assert_explains_inference(result, model, x, background)
     with pytest.raises(tfshap.MaskMismatchError, match="'padding'"):
         explainer.explain(rng.normal(size=(1, STEPS, FEATURES)))
 
@@ -75,10 +82,17 @@ def test_embedding_mask_zero_with_layer_attributions(K64, rng):
     result = explainer.explain(x)
     assert result.values.shape == (2, STEPS, 4, 1)
     assert result.additivity_error < 1e-9
+    assert_explains_inference(result, model, x, background)
     np.testing.assert_array_equal(result.per_token()[:, KEPT:], 0.0)
-    unpadded = explainer.explain(rng.integers(1, 30, size=(2, STEPS)))  # masks differ: still exact
+    tokens = rng.integers(1, 30, size=(2, STEPS))
+    unpadded = explainer.explain(tokens)  # masks differ: still exact
     assert unpadded.additivity_error < 1e-9
+    assert_explains_inference(unpadded, model, tokens, background)
     assert np.abs(unpadded.per_token()[:, KEPT:]).sum() > 0
+
+
+def model_weights(model) -> list[np.ndarray]:
+    return [np.asarray(w, np.float64) for w in model.get_weights()]
 
 
 def test_where_spelling_of_leaky_relu_equals_the_leaky_relu_rule(K64, rng):
@@ -92,9 +106,14 @@ def test_where_spelling_of_leaky_relu_equals_the_leaky_relu_rule(K64, rng):
     background, x = rng.normal(size=(4, 5)), rng.normal(size=(3, 5))
     where_result = tfshap.compile(where_model, background).explain(x)
     assert where_result.additivity_error < 1e-9
+    assert_explains_inference(where_result, where_model, x, background)
     leaky = K64.Model(inputs, head(K64.layers.Activation(lambda t: tf.nn.leaky_relu(t, 0.2))(hidden)))
-    # (LeakyRelu's alpha is a float32 attribute: 0.2 differs from the float64 0.2 at 1e-8)
-    np.testing.assert_allclose(where_result.values, tfshap.compile(leaky, background).explain(x).values, rtol=1e-6)
+    leaky_values = tfshap.compile(leaky, background).explain(x).values
+    # LeakyRelu's alpha is a float32 attribute: 0.2 rounded once to float32, which moves each
+    # path's contribution by at most EPS32 of its size, |W_ij·w_j·Δx_i| summed over the 4 units
+    paths = np.abs(model_weights(where_model)[0]) @ np.abs(model_weights(where_model)[2])  # (5, 1)
+    bound = EPS32 * paths[None, :, :] * np.abs(x[:, None, :] - background[None]).mean(1)[..., None]
+    assert np.all(np.abs(where_result.values - leaky_values) <= bound)
 
 
 def test_jit_compile_is_refused_where_masks_are_checked_or_max_pools_and_exact_elsewhere(rng):
@@ -123,6 +142,7 @@ def test_jit_compile_is_refused_where_masks_are_checked_or_max_pools_and_exact_e
     with_xla = tfshap.compile(plain, background, jit_compile=True).explain(x)
     without = tfshap.compile(plain, background).explain(x)
     assert with_xla.additivity_error < 1e-12
+    assert_explains_inference(with_xla, plain, x, background)
     np.testing.assert_allclose(with_xla.values, without.values, rtol=1e-10, atol=1e-13)
 
 
@@ -131,3 +151,28 @@ def _leaky_relu_by_where(t):
     import tensorflow as tf
 
     return tf.where(t > 0, t, 0.1 * t)
+
+
+def test_a_switching_where_whose_branches_did_not_change_is_a_mask_mismatch(K64, rng):
+    """``where(c > 0, v, −v)``: c switches between sample and reference while v is the same for both.
+
+    Δy = 2v comes from the switch alone, through neither branch: it cannot be attributed, and
+    explaining stops, naming the layer. Where v changes too, it goes through the branch taken.
+    """
+    import tensorflow as tf
+
+    K = K64
+    c, v = K.Input((3,)), K.Input((3,))
+    flipped = K.layers.Lambda(lambda t: tf.where(t[0] > 0, t[1], -t[1]), name="flip")([c, v])
+    model = K.Model([c, v], K.layers.Dense(1)(flipped))
+    background = [-np.ones((2, 3)), np.tile([[1.0, 2.0, 3.0]], (2, 1))]
+    explainer = tfshap.compile(model, background)
+
+    with pytest.raises(tfshap.MaskMismatchError, match="flip"):
+        explainer.explain([np.ones((1, 3)), background[1][:1]])  # c switched, v unchanged
+
+    x = [np.ones((1, 3)), rng.normal(size=(1, 3))]  # c switched, v changed
+    result = explainer.explain(x)
+    assert result.additivity_error < 1e-12
+    assert_explains_inference(result, model, x, background)
+    np.testing.assert_array_equal(result.values[0], 0.0)  # all of Δy through the branch v: c gets nothing

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import assert_explains_inference
 
 import tfshap
 from tfshap import Attributions, _tf_private
@@ -89,8 +90,10 @@ def test_recurrent_layers_get_their_fused_kernel_switch_back(K64, rng):
     switches = ("_could_use_gpu_kernel", "use_cudnn")
     before = {name: getattr(lstm, name) for name in switches if hasattr(lstm, name)}
     assert before  # one of the two Kerases' switches is there
-    result = tfshap.compile(model, rng.normal(size=(3, 4, 2))).explain(rng.normal(size=(2, 4, 2)))
+    background, x = rng.normal(size=(3, 4, 2)), rng.normal(size=(2, 4, 2))
+    result = tfshap.compile(model, background).explain(x)
     assert result.additivity_error < 1e-9
+    assert_explains_inference(result, model, x, background)
     assert {name: getattr(lstm, name) for name in before} == before
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from models._helpers import assert_explains_inference, explain_bound, forward_bound
 
 import tfshap
 
@@ -37,7 +38,7 @@ def test_recurrent_model_is_exact_in_float64(K64, name, rng):
     background, x = rng.normal(size=(4, 5, 3)), rng.normal(size=(3, 5, 3))
     explainer = tfshap.compile(model, background)
     result = explainer.explain(x)
-    np.testing.assert_allclose(result.outputs, model(x).numpy(), rtol=1e-12)
+    assert_explains_inference(result, model, x, background)  # dropout off: inference, not training
     assert result.additivity_error < 1e-9
     assert "While" in explainer.rules_used  # the standard cell ran, with its gates under the rules
     assert np.abs(result.values).sum() > 0
@@ -55,6 +56,7 @@ def test_seed_scenario_lstm_hidden_state_through_the_pair_form(K64, rng):
     values = explainer.shap_values(data[3:4])
     assert values.shape == (1, 100, 1, 100)
     hidden = K.Model(model.inputs, model.layers[-1].input)
+    np.testing.assert_allclose(explainer.expected_value, hidden(data[:3], training=False).numpy().mean(0), atol=1e-12)
     delta = hidden(data[3:4]).numpy() - hidden(data[:3]).numpy().mean(0)
     np.testing.assert_allclose(values.sum(axis=(1, 2)), delta, atol=1e-6)
 
@@ -74,8 +76,10 @@ def test_convlstm_and_return_state_are_exact(K64, rng):
     _, h, c = K.layers.LSTM(3, return_sequences=True, return_state=True)(inp)
     stateful = K.Model(inp, K.layers.Dense(1)(K.layers.Concatenate()([h, c])))
     for model, shape in ((conv, (4, 6, 2)), (stateful, (5, 3))):
-        result = tfshap.compile(model, rng.normal(size=(3, *shape))).explain(rng.normal(size=(2, *shape)))
+        background, x = rng.normal(size=(3, *shape)), rng.normal(size=(2, *shape))
+        result = tfshap.compile(model, background).explain(x)
         assert result.additivity_error < 1e-9
+        assert_explains_inference(result, model, x, background)
 
 
 def test_embedding_lstm_attributes_to_the_embedding_layer_per_token(K64, rng):
@@ -92,6 +96,7 @@ def test_embedding_lstm_attributes_to_the_embedding_layer_per_token(K64, rng):
     result = tfshap.compile(model, background, inputs="embedding").explain(x)
     assert result.values.shape == (2, 7, 4, 1)
     assert result.additivity_error < 1e-9
+    assert_explains_inference(result, model, x, background)
     per_token = result.per_token()
     assert per_token.shape == (2, 7, 1)
     np.testing.assert_allclose(per_token.sum(axis=1), result.outputs - result.base_values, atol=1e-9)
@@ -105,6 +110,12 @@ def test_trained_float32_lstm_on_digits_adds_up(K):
     model = K.Sequential([K.Input((8, 8)), K.layers.LSTM(16), K.layers.Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(images[:1000], digits.target[:1000], epochs=2, batch_size=64, verbose=0)
-    result = tfshap.compile(model, images[1000:1040]).explain(images[1100:1106])
-    scale = max(1.0, np.abs(result.outputs).max())
-    assert result.additivity_error / scale < 1e-4
+    background, x = images[1000:1040], images[1100:1106]
+    result = tfshap.compile(model, background).explain(x)
+    rows = np.concatenate([background, x])
+    # float32 roundings only: the loop runs the LSTM's kernels once per step (8), then the head
+    atol = 2 * 8 * forward_bound(model, rows)
+    assert_explains_inference(result, model, x, background, atol=atol)
+    bound = explain_bound(model, rows, len(background), result.values, steps=8)
+    assert 0 <= result.additivity_error <= bound
+    assert bound < 0.02 * np.abs(result.values).max()  # tight enough to tell a wrong rule apart

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import predict, replaced_rule
 
 import tfshap
 from tfshap import stream
@@ -132,3 +133,44 @@ def test_progress_bar_redraws_one_line():
     with stream.Progress(10, enabled=False, stream=quiet) as progress:
         progress.update(10)
     assert quiet.getvalue() == ""
+
+
+def test_ranked_outputs_stream_the_ranked_columns(K64, rng, tmp_path, monkeypatch):
+    inp = K64.Input((4,))
+    model = K64.Model(inp, K64.layers.Dense(5)(K64.layers.Dense(6, activation="tanh")(inp)))
+    background, x = rng.normal(size=(5, 4)), rng.normal(size=(11, 4))
+    monkeypatch.setattr(stream, "MAX_BLOCK_ROWS", 4)  # 3 blocks
+    explainer = tfshap.compile(model, background)
+
+    result = explainer.explain_to(tmp_path / "v.npy", x, ranked_outputs=2, output_rank_order="min", progress=False)
+
+    whole = explainer.explain(x, ranked_outputs=2, output_rank_order="min")
+    outputs = predict(model, x)
+    np.testing.assert_array_equal(result.output_indices, np.argsort(outputs, axis=1, kind="stable")[:, :2])
+    np.testing.assert_array_equal(result.output_indices, whole.output_indices)
+    assert np.load(tmp_path / "v.npy").shape == (11, 4, 2)
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), whole.values, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(result.outputs, np.take_along_axis(outputs, result.output_indices, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(result.base_values, np.take_along_axis(np.tile(explainer.expected_value, (11, 1)),
+                                                                      result.output_indices, axis=1), rtol=1e-12)
+    assert result.additivity_error < 1e-12
+
+
+def test_an_additivity_error_in_a_later_block_keeps_the_blocks_before_it(K64, rng, tmp_path, monkeypatch):
+    """Relu given TensorFlow's own gradient: exact while no relu switches, a miss in the block where one does."""
+    inp = K64.Input((3,))
+    model = K64.Model(inp, K64.layers.Dense(2)(K64.layers.Dense(4, activation="relu")(inp)))
+    model.set_weights([np.abs(rng.normal(size=(3, 4))), np.full(4, 0.1), rng.normal(size=(4, 2)), np.zeros(2)])
+    background = np.abs(rng.normal(size=(5, 3)))  # positive rows: every relu is on for them
+    x = np.abs(rng.normal(size=(10, 3)))
+    x[9] = -x[9]  # its relus are off: they switch against every background row
+    monkeypatch.setattr(stream, "MAX_BLOCK_ROWS", 4)  # blocks of rows 0-3, 4-7, 8-9
+    with replaced_rule("Relu", "linear"):
+        explainer = tfshap.compile(model, background)
+    with pytest.raises(tfshap.AdditivityError, match=r"miss .* more than the float64 tolerance"):
+        explainer.explain_to(tmp_path / "v.npy", x, progress=False)
+
+    kept = np.load(tmp_path / "v.npy")  # a valid file holding the two blocks before the miss
+    assert kept.shape == (8, 3, 2)
+    exact = tfshap.compile(model, background).explain(x[:8])  # with the relu rule back
+    np.testing.assert_allclose(kept, exact.values, rtol=1e-12, atol=1e-14)  # no relu switched there

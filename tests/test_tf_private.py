@@ -1,9 +1,46 @@
-"""Each TensorFlow private API that tfshap touches, checked so that a TensorFlow change fails loudly."""
+"""Each TensorFlow private API that tfshap touches, checked so that a TensorFlow change fails loudly.
+
+The gradients these tests register get a name no other run or test can take (a uuid), and
+leave TensorFlow's gradient registry as they found it (:func:`registered_gradient`).
+"""
+
+import contextlib
+import uuid
 
 import numpy as np
 import tensorflow as tf
 
 from tfshap import _tf_private
+
+
+@contextlib.contextmanager
+def registered_gradient(fn):
+    """Register ``fn`` with ``tf.RegisterGradient`` under a fresh name for the block, then remove it.
+
+    TensorFlow has no public way to unregister a gradient: the name is popped from the dict
+    behind ``ops._gradient_registry`` (the private registry ``_tf_private.registered_gradient_names``
+    lists). A TensorFlow that changes it fails the check below, here, not silently elsewhere.
+    """
+    from tensorflow.python.framework import ops
+
+    name = f"tfshap/test/{uuid.uuid4().hex}"
+    tf.RegisterGradient(name)(fn)
+    try:
+        yield name
+    finally:
+        ops._gradient_registry._registry.pop(name)  # noqa: SLF001
+    assert name not in _tf_private.registered_gradient_names()
+
+
+def _double(op, *grads):
+    return [2.0 * g for g in grads]
+
+
+def test_registered_gradient_leaves_the_registry_as_it_was():
+    before = _tf_private.registered_gradient_names()
+    with registered_gradient(_double) as name:
+        assert _tf_private.registered_gradient_names() == before | {name}
+    assert _tf_private.registered_gradient_names() == before
 
 
 def test_set_and_get_string_attr_roundtrip():
@@ -19,35 +56,31 @@ def test_set_and_get_string_attr_roundtrip():
 
 
 def test_override_gradient_is_honoured_by_tf_gradients_in_tf_function():
-    name = "tfshap/test/double_relu"
-    if name not in _tf_private.registered_gradient_names():
-        tf.RegisterGradient(name)(lambda op, grad: 2.0 * grad)
+    with registered_gradient(_double) as name:
 
-    @tf.function(autograph=False)
-    def f(x):
-        y = tf.nn.relu(x)
-        _tf_private.override_gradient(y.op, name)
-        return tf.gradients(y, x)[0]
+        @tf.function(autograph=False)
+        def f(x):
+            y = tf.nn.relu(x)
+            _tf_private.override_gradient(y.op, name)
+            return tf.gradients(y, x)[0]
 
-    x = tf.constant([[1.0, -1.0]], tf.float64)
-    np.testing.assert_array_equal(f(x).numpy(), [[2.0, 2.0]])
+        x = tf.constant([[1.0, -1.0]], tf.float64)
+        np.testing.assert_array_equal(f(x).numpy(), [[2.0, 2.0]])
 
 
 def test_gradient_tape_ignores_the_override():
     """DESIGN.md fact 2: the tape looks gradients up by op type, which is why tfshap uses tf.gradients."""
-    name = "tfshap/test/double_relu"
-    if name not in _tf_private.registered_gradient_names():
-        tf.RegisterGradient(name)(lambda op, grad: 2.0 * grad)
+    with registered_gradient(_double) as name:
 
-    @tf.function(autograph=False)
-    def f(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = tf.nn.relu(x)
-        _tf_private.override_gradient(y.op, name)
-        return tape.gradient(y, x)
+        @tf.function(autograph=False)
+        def f(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.nn.relu(x)
+            _tf_private.override_gradient(y.op, name)
+            return tape.gradient(y, x)
 
-    np.testing.assert_array_equal(f(tf.constant([[1.0, -1.0]], tf.float64)).numpy(), [[1.0, 0.0]])
+        np.testing.assert_array_equal(f(tf.constant([[1.0, -1.0]], tf.float64)).numpy(), [[1.0, 0.0]])
 
 
 def test_registered_gradient_names_lists_tfshap_rules():
@@ -58,28 +91,23 @@ def test_registered_gradient_names_lists_tfshap_rules():
     assert "Relu" in names
 
 
-def _double_gradient_name():
-    name = "tfshap/test/double"
-    if name not in _tf_private.registered_gradient_names():
-        tf.RegisterGradient(name)(lambda op, *grads: [2.0 * g for g in grads])
-    return name
-
-
 @tf.function(autograph=False)
 def _nested_tanh(x):
     return tf.tanh(x)
 
 
 def test_override_gradient_replaces_a_nested_function_calls_own_gradient_on_that_op_only():
-    @tf.function(autograph=False)
-    def f(x):
-        y = _nested_tanh(x)
-        assert y.op.type == "PartitionedCall" and y.op._gradient_function is not None
-        _tf_private.override_gradient(y.op, _double_gradient_name())
-        return tf.gradients(y, x)[0]
-
     x = tf.constant([[0.3, -1.0]], tf.float64)
-    np.testing.assert_array_equal(f(x).numpy(), [[2.0, 2.0]])
+    with registered_gradient(_double) as name:
+
+        @tf.function(autograph=False)
+        def f(x):
+            y = _nested_tanh(x)
+            assert y.op.type == "PartitionedCall" and y.op._gradient_function is not None
+            _tf_private.override_gradient(y.op, name)
+            return tf.gradients(y, x)[0]
+
+        np.testing.assert_array_equal(f(x).numpy(), [[2.0, 2.0]])
     with tf.GradientTape() as tape:  # the nested function elsewhere keeps its true gradient
         tape.watch(x)
         y = _nested_tanh(x)
@@ -100,22 +128,22 @@ def test_called_function_copy_is_a_fresh_graph_of_the_callee():
 
 
 def test_branch_graphs_are_the_graphs_the_cond_gradient_differentiates():
-    name = _double_gradient_name()
+    with registered_gradient(_double) as name:
 
-    @tf.function(autograph=False)
-    def f(x, index):
-        y_if = tf.cond(index > 0, lambda: tf.tanh(x), lambda: tf.sigmoid(x))
-        y_case = tf.switch_case(index, [lambda: tf.sigmoid(x), lambda: tf.tanh(x)])
-        for y in (y_if, y_case):
-            op = y.op if y.op.type.endswith(("If", "Case")) else y.op.inputs[0].op
-            for branch in _tf_private.branch_graphs(op):
-                for inner in branch.get_operations():
-                    if inner.type in ("Tanh", "Sigmoid"):
-                        _tf_private.override_gradient(inner, name)
-        return tf.gradients(y_if, x)[0], tf.gradients(y_case, x)[0]
+        @tf.function(autograph=False)
+        def f(x, index):
+            y_if = tf.cond(index > 0, lambda: tf.tanh(x), lambda: tf.sigmoid(x))
+            y_case = tf.switch_case(index, [lambda: tf.sigmoid(x), lambda: tf.tanh(x)])
+            for y in (y_if, y_case):
+                op = y.op if y.op.type.endswith(("If", "Case")) else y.op.inputs[0].op
+                for branch in _tf_private.branch_graphs(op):
+                    for inner in branch.get_operations():
+                        if inner.type in ("Tanh", "Sigmoid"):
+                            _tf_private.override_gradient(inner, name)
+            return tf.gradients(y_if, x)[0], tf.gradients(y_case, x)[0]
 
-    for grad in f(tf.constant([0.5, -2.0], tf.float64), tf.constant(1)):
-        np.testing.assert_array_equal(grad.numpy(), [2.0, 2.0])
+        for grad in f(tf.constant([0.5, -2.0], tf.float64), tf.constant(1)):
+            np.testing.assert_array_equal(grad.numpy(), [2.0, 2.0])
 
 
 def test_write_saved_model_fingerprint_follows_an_edited_saved_model(tmp_path):

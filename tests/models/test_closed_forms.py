@@ -6,7 +6,7 @@ import numpy as np
 
 import tfshap
 
-from ._helpers import assert_additive, predict, totals
+from ._helpers import assert_additive, assert_explains_inference, predict, totals
 
 
 def test_linear_model_gives_w_times_x_minus_mean_background(K64, rng):
@@ -39,6 +39,7 @@ def test_dense_of_multiply_gives_w_times_x2_minus_mean_b2(K64, rng):
 
     expected = kernel[None] * (x**2 - (background**2).mean(0))[:, :, None]
     np.testing.assert_allclose(result.values, expected, rtol=0, atol=1e-10)
+    assert_explains_inference(result, model, x, background)
     np.testing.assert_allclose(result.base_values, (background**2).mean(0) @ kernel + bias, rtol=0, atol=1e-10)
     assert_additive(result, 1e-10)
 

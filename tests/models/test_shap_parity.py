@@ -1,7 +1,12 @@
-"""Parity with shap.DeepExplainer 0.51 (the anchor) where the rules coincide.
+"""Parity with shap.DeepExplainer (>= 0.51, the anchor) where the rules coincide.
 
 shap runs in a subprocess with ``TF_USE_LEGACY_KERAS=1`` (see ``_shap_reference.py``); the
-same models are rebuilt here in both Kerases with the same weights and compared.
+same models are rebuilt here in both Kerases with the same weights and compared. What is
+compared is what shap has kept stable: DeepLIFT's rescale rule on dense relu, tanh and sigmoid
+layers, the ``(n, features, outputs)`` layout (since 0.45) and the values of each ranked output.
+
+Where shap cannot run (not installed, or ``tf.keras`` is not tf_keras) the tests skip, unless
+``TFSHAP_REQUIRE_SHAP=1`` (CI sets it: the outside oracle must never be skipped silently).
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ import pytest
 import tfshap
 
 from . import _shap_reference as ref
-from ._helpers import predict
+from ._helpers import explain_bound, predict
 
-ATOL = 2e-5
+
+def _tolerance(model, background, x, values) -> float:
+    """shap and tfshap compute the same float32 values by different kernels: each within the bound of one attribution."""
+    rows = [np.concatenate(pair) for pair in zip(background, x)] if isinstance(x, list) else np.concatenate([background, x])
+    return 2 * explain_bound(model, rows, len(background[0] if isinstance(x, list) else background), values)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,10 @@ def shap_dir(tmp_path_factory):
         timeout=600,
     )
     if proc.returncode == 3:
-        pytest.skip(f"shap cannot run here: {proc.stderr.strip().splitlines()[-1]}")
+        reason = f"shap cannot run here: {proc.stderr.strip().splitlines()[-1]}"
+        if os.environ.get("TFSHAP_REQUIRE_SHAP") == "1":
+            pytest.fail(f"{reason} (TFSHAP_REQUIRE_SHAP=1: the parity tests must run)")
+        pytest.skip(reason)
     if proc.returncode != 0:
         pytest.fail(f"the shap reference process failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
     return out
@@ -77,15 +89,16 @@ def test_values_match_shap(K, shap_dir, name):
     values = explainer.shap_values(x)
 
     expected = _unpack(arrays, "values")
+    atol = _tolerance(model, background, x, expected)
     if isinstance(expected, list):
         assert isinstance(values, list) and len(values) == len(expected)
         for got, want in zip(values, expected):
             assert got.shape == want.shape
-            np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+            np.testing.assert_allclose(got, want, rtol=0, atol=atol)
     else:
         assert values.shape == expected.shape  # (n, features, n_outputs), the trailing axis kept for one output
-        np.testing.assert_allclose(values, expected, rtol=0, atol=ATOL)
-    np.testing.assert_allclose(explainer.expected_value, arrays["expected"], rtol=0, atol=ATOL)
+        np.testing.assert_allclose(values, expected, rtol=0, atol=atol)
+    np.testing.assert_allclose(explainer.expected_value, arrays["expected"], rtol=0, atol=atol)
     assert np.abs(np.concatenate([np.ravel(v) for v in (values if isinstance(values, list) else [values])])).max() > 0.05
 
 
@@ -100,10 +113,11 @@ def test_two_heads_match_shap_per_head(K, shap_dir):
 
     head_a, head_b = arrays["values/head_a"], arrays["values/head_b"]
     assert values.shape == (len(x), ref.N_FEATURES, head_a.shape[-1] + head_b.shape[-1])
-    np.testing.assert_allclose(values[..., :3], head_a, rtol=0, atol=ATOL)
-    np.testing.assert_allclose(values[..., 3:], head_b, rtol=0, atol=ATOL)
+    atol = _tolerance(model, background, x, np.concatenate([head_a, head_b], axis=-1))
+    np.testing.assert_allclose(values[..., :3], head_a, rtol=0, atol=atol)
+    np.testing.assert_allclose(values[..., 3:], head_b, rtol=0, atol=atol)
     expected = np.concatenate([arrays["expected/head_a"], arrays["expected/head_b"]])
-    np.testing.assert_allclose(explainer.expected_value, expected, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(explainer.expected_value, expected, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("order", ["max", "min"])
@@ -114,29 +128,31 @@ def test_ranked_outputs_match_shap(K, shap_dir, order):
     out = predict(model, x)
     want_indexes = arrays[f"ranked/{order}/indexes"]
     key = -out if order == "max" else out
-    assert np.all(np.diff(np.take_along_axis(key, want_indexes, axis=1), axis=1) > 1e-4)  # no near-ties
+    # no near-ties: the ranked outputs differ by far more than float32 forward passes can
+    assert np.all(np.diff(np.take_along_axis(key, want_indexes, axis=1), axis=1) > 100 * _tolerance(model, background, x, arrays["values"]))
 
     values, indexes = _explainer(K, "relu", model, background).shap_values(x, ranked_outputs=2, output_rank_order=order)
 
     np.testing.assert_array_equal(indexes, want_indexes)
     assert values.shape == arrays[f"ranked/{order}/values"].shape == (len(x), ref.N_FEATURES, 2)
-    np.testing.assert_allclose(values, arrays[f"ranked/{order}/values"], rtol=0, atol=ATOL)
+    atol = _tolerance(model, background, x, arrays["values"])
+    np.testing.assert_allclose(values, arrays[f"ranked/{order}/values"], rtol=0, atol=atol)
 
 
 def test_ranked_max_abs_takes_the_largest_magnitudes(K, shap_dir):
-    """A deliberate difference: shap 0.51 sorts "max_abs" by *ascending* |output|
-    (``np.argsort(np.abs(...))`` in deep_tf.py); tfshap ranks the largest |output| first, as the
-    name says. The values of each ranked column still match shap's full explanation."""
+    """tfshap ranks the largest |output| first, as the name says, and each ranked column holds
+    shap's values for that output. (A deliberate difference: shap 0.51 sorts "max_abs" by
+    *ascending* |output|, ``np.argsort(np.abs(...))`` in deep_tf.py, so its indexes are not compared.)"""
     arrays = _load(shap_dir, "relu")
     model = _model(K, "relu", arrays)
     background, x = arrays["background"], arrays["x"]
     out = predict(model, x)
-    np.testing.assert_array_equal(arrays["ranked/max_abs/indexes"], np.argsort(np.abs(out), axis=1)[:, :2])
 
     values, indexes = _explainer(K, "relu", model, background).shap_values(x, ranked_outputs=2, output_rank_order="max_abs")
 
     np.testing.assert_array_equal(indexes, np.argsort(-np.abs(out), axis=1)[:, :2])
-    np.testing.assert_allclose(values, np.take_along_axis(arrays["values"], indexes[:, None, :], axis=2), rtol=0, atol=ATOL)
+    atol = _tolerance(model, background, x, arrays["values"])
+    np.testing.assert_allclose(values, np.take_along_axis(arrays["values"], indexes[:, None, :], axis=2), rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("name", ["relu", "two_inputs"])
@@ -153,12 +169,14 @@ def test_calling_the_explainer_gives_shaps_explanation_field_by_field(K, shap_di
     want_values, want_data = _unpack(arrays, "call/values"), _unpack(arrays, "call/data")
     several = isinstance(want_values, list)
     assert isinstance(explanation.values, list) == several
+    atol = _tolerance(model, background, x, want_values)
     for got, want in zip(explanation.values if several else [explanation.values], want_values if several else [want_values]):
         assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+        np.testing.assert_allclose(got, want, rtol=0, atol=atol)
     for got, want in zip(explanation.data if several else [explanation.data], want_data if several else [want_data]):
         np.testing.assert_array_equal(np.asarray(got), want)
     assert bool(arrays["call/base_values_is_none"])  # shap leaves them out ...
-    np.testing.assert_allclose(  # ... tfshap gives each sample's base values
-        explanation.base_values, np.broadcast_to(explainer.expected_value, (len(predict(model, x)), 2 if name == "two_inputs" else 3)),
-        rtol=0, atol=1e-6)
+    # ... tfshap gives each sample's base values: the mean output over the background, as the chunk
+    # computes it (float32 outputs summed in float64: within the bound of one forward pass)
+    expected = np.broadcast_to(explainer.expected_value, (len(predict(model, x)), 2 if name == "two_inputs" else 3))
+    np.testing.assert_allclose(explanation.base_values, expected, rtol=0, atol=atol)
