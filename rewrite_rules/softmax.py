@@ -6,15 +6,16 @@ a constant of the pair that carries no credit): ``e = exp(z − c)`` (rescale), 
 Going through ``log p`` keeps every multiplier bounded; the quotient ``e / s`` would split
 ``Δp`` into two terms of size ``e^(max x − max r)`` that cancel.
 
-Both ops ignore a common shift of the logits, ``softmax(z) = softmax(z − mean(z))``, and so
-do their rules: they are the rules of that composition, the logits first centred (each row
-on its own mean, a linear step) and the multipliers above computed at the centred logits.
-Then the multipliers of each output sum to zero over the logits, and an input that moves
-every logit by the same amount gets exactly nothing (Shapley's null player), while
-``Σ m · Δz = Δ(output)`` still holds exactly. The rules are also unchanged by one shift
-common to both rows, so the centred pair is computed as ``(x, r + mean(x − r))``: a logit
-masked to −1e9 in both rows (Keras's masked softmax) would otherwise move the centred logits
-by ~1e8 and take every digit of the others with it in float32.
+Both ops ignore a common shift of the logits, ``softmax(z) = softmax(z − w·z)`` for any weights
+``w`` summing to 1, and so do their rules: they are the rules of that composition, the logits
+first centred by ``z̃ = z − (w·z)·1`` (a linear step, with the same ``w`` for the sample's and the
+reference's row: ``w = (p(x) + p(r)) / 2``, the pair's mean probabilities) and the multipliers
+above computed at the centred logits, then taken through the centring:
+``m_z = m_z̃ − w · Σ m_z̃``. So the multipliers of each output sum to zero over the logits, and an
+input that moves every logit by the same amount gets exactly nothing (Shapley's null player);
+a logit that carries no probability in either row (masked to −1e9, as Keras masks attention)
+has ``w ≈ 0`` and ``m_z̃ ≈ 0``, so it gets nothing either (a uniform mean would hand it
+``−mean(m_z̃)``); and ``Σ m · Δz = Σ m_z̃ · Δz̃ = Δ(output)`` still holds exactly.
 
 **The "shapley" rule set: 1-vs-rest.** Per output ``o`` there are two players, its own logit
 ``a = z_o − d_o`` and the log-sum of the rest ``b = log s_o``, ``s_o = Σ_{j≠o} exp(z_j − d_o)``;
@@ -34,7 +35,7 @@ sum of the others where ``o`` is its row's largest (``S − e_o`` would cancel t
 ``S · (1 − p_o)`` with ``p_o ≤ ½``. The backward pass is O(C): with ``κ_o = g_o · (φb/Δb)_o ·
 (Δb/Δs)_o`` (``g_o`` the incoming gradient) and ``o*`` the output holding the maximum,
 ``m_j = g_j · m_a,j + m_e,j · (Σ_{o≠o*} κ_o − κ_j [j≠o*]) + κ_{o*} · m_e2,j [j≠o*]`` (``m_e2`` at
-the second shift); then centred as above. It is exact in
+the second shift); then through the centring as above. It is exact in
 summation and keeps the null player; on the faithfulness benchmark it comes closer to exact
 Shapley values than the default on most samples (BENCHMARKS.md).
 """
@@ -50,10 +51,19 @@ from tfshap.registry import rule
 SHAPLEY_RULES = "shapley"
 
 
+def _centring_weights(op: tf.Operation) -> tf.Tensor:
+    """``w = (p(x) + p(r)) / 2``: the pair's mean probabilities, the same weights for both rows."""
+    px, pr = halves(op.outputs[0])
+    if op.type == "LogSoftmax":
+        px, pr = tf.exp(px), tf.exp(pr)
+    return (px + pr) / 2
+
+
 def _centred_pair(op: tf.Operation) -> tuple[tf.Tensor, tf.Tensor]:
-    """The logits ``x`` and ``r`` centred on their means, up to one shift common to both: ``(x, r + mean(x − r))``."""
+    """The logits of both rows centred with the pair's weights: ``z − (w·z)·1``."""
     x, r = halves(op.inputs[0])
-    return x, r + tf.reduce_mean(x - r, -1, keepdims=True)
+    w = _centring_weights(op)
+    return x - tf.reduce_sum(w * x, -1, keepdims=True), r - tf.reduce_sum(w * r, -1, keepdims=True)
 
 
 @cached_multipliers
@@ -64,14 +74,15 @@ def _multipliers(op: tf.Operation):
     also count as equal where every logit is equal to rounding.
     """
     x, r = _centred_pair(op)
+    w = on_foreground(_centring_weights(op))
     same = tf.reduce_all(close(x, r), -1, keepdims=True)
     m_e, m_log, c, log_sx, log_sr = _log_normaliser_multipliers(x, r, same)
     if op.type == "LogSoftmax":
-        return on_foreground(m_e), on_foreground(m_log), None
+        return on_foreground(m_e), on_foreground(m_log), None, w
     lx, lr = x - c - log_sx, r - c - log_sr
     px, pr = halves(op.outputs[0])
     m_p = ratio(px - pr, lx - lr, close(lx, lr) | same, tf.exp((lx + lr) / 2))
-    return on_foreground(m_e), on_foreground(m_log), on_foreground(m_p)
+    return on_foreground(m_e), on_foreground(m_log), on_foreground(m_p), w
 
 
 def _log_normaliser_multipliers(x: tf.Tensor, r: tf.Tensor, same: tf.Tensor):
@@ -95,29 +106,30 @@ def _log_multiplier(log_sx: tf.Tensor, log_sr: tf.Tensor, same: tf.Tensor | bool
     return ratio(log_sx - log_sr, sx - sr, close(sx, sr) | same, 2 / (sx + sr))
 
 
-def _through_log_normaliser(h: tf.Tensor, m_e: tf.Tensor, m_log: tf.Tensor) -> tf.Tensor:
-    """Multipliers of z for log p = z̃ − c − log s, z̃ = z − mean(z), given the multipliers h of log p."""
-    return _centred(h - m_e * m_log * tf.reduce_sum(h, -1, keepdims=True))
+def _through_log_normaliser(h: tf.Tensor, m_e: tf.Tensor, m_log: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """Multipliers of z for log p = z̃ − c − log s, z̃ = z − (w·z)·1, given the multipliers h of log p."""
+    return _centred(h - m_e * m_log * tf.reduce_sum(h, -1, keepdims=True), w)
 
 
-def _centred(m: tf.Tensor) -> tf.Tensor:
-    """Through z̃ = z − mean(z), a linear step: m_z = m_z̃ − mean(m_z̃)."""
-    return m - tf.reduce_mean(m, -1, keepdims=True)
+def _centred(m: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """Through z̃ = z − (w·z)·1, a linear step: m_z = m_z̃ − w · Σ m_z̃."""
+    return m - w * tf.reduce_sum(m, -1, keepdims=True)
 
 
 @rule("LogSoftmax", family="softmax")
 def log_softmax(op: tf.Operation, grad: tf.Tensor):
-    """log p = z̃ − c − log s, z̃ = z − mean(z): m_z̃ = g − m_e · m_log · Σ g, m_log = Δlog s / Δs;
-    m_z = m_z̃ − mean(m_z̃)."""
-    m_e, m_log, _ = _multipliers(op)
-    return [_through_log_normaliser(grad, m_e, m_log)]
+    """log p = z̃ − c − log s, z̃ = z − (w·z)·1, w = (p(x) + p(r))/2: m_z̃ = g − m_e · m_log · Σ g,
+    m_log = Δlog s / Δs; m_z = m_z̃ − w · Σ m_z̃."""
+    m_e, m_log, _, w = _multipliers(op)
+    return [_through_log_normaliser(grad, m_e, m_log, w)]
 
 
 @rule("Softmax", family="softmax")
 def softmax(op: tf.Operation, grad: tf.Tensor):
-    """p = exp(log p): m_z̃ = h − m_e · m_log · Σ h with h = g · Δp / Δlog p; m_z = m_z̃ − mean(m_z̃)."""
-    m_e, m_log, m_p = _multipliers(op)
-    return [_through_log_normaliser(grad * m_p, m_e, m_log)]
+    """p = exp(log p): m_z̃ = h − m_e · m_log · Σ h with h = g · Δp / Δlog p; m_z = m_z̃ − w · Σ m_z̃,
+    w = (p(x) + p(r))/2."""
+    m_e, m_log, m_p, w = _multipliers(op)
+    return [_through_log_normaliser(grad * m_p, m_e, m_log, w)]
 
 
 # -- the "shapley" rule set: 1-vs-rest ------------------------------------------------------------
@@ -181,17 +193,18 @@ def _one_vs_rest_multipliers(op: tf.Operation):
     m_b = -0.5 * (dd(ax - bx, ax - br, same_b) + dd(ar - bx, ar - br, same_b))
     rest = m_b * _log_multiplier(bx, br, same_b)
     m_e, m_e2 = _exp_multiplier(x, r, c), _exp_multiplier(x, r, c2)
-    return tuple(on_foreground(t) for t in (m_a, rest, m_e, m_e2, tf.cast(holds_max, x.dtype)))
+    w = _centring_weights(op)
+    return tuple(on_foreground(t) for t in (m_a, rest, m_e, m_e2, tf.cast(holds_max, x.dtype), w))
 
 
 def _one_vs_rest_gradient(op: tf.Operation, grad: tf.Tensor) -> tf.Tensor:
     """m_j = g_j m_a,j + m_e,j (Σ_{o≠o*} κ_o − κ_j [j≠o*]) + κ_{o*} m_e2,j [j≠o*], κ = g · rest; centred."""
-    m_a, rest, m_e, m_e2, holds_max = _one_vs_rest_multipliers(op)
+    m_a, rest, m_e, m_e2, holds_max, w = _one_vs_rest_multipliers(op)
     kappa = grad * rest
     others = 1 - holds_max
     kappa_max = tf.reduce_sum(kappa * holds_max, -1, keepdims=True)
     total = tf.reduce_sum(kappa * others, -1, keepdims=True)
-    return _centred(grad * m_a + m_e * (total - others * kappa) + others * kappa_max * m_e2)
+    return _centred(grad * m_a + m_e * (total - others * kappa) + others * kappa_max * m_e2, w)
 
 
 def _two_or_more_classes(op: tf.Operation) -> bool:

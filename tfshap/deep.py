@@ -79,10 +79,13 @@ class DeepSHAPExplainer(CompiledExplainer):
         precision.check_traced_forward(self, lambda rows: self._chunk_outputs(chunk, rows))
 
     def _chunk_outputs(self, chunk, rows) -> np.ndarray:
-        """The model's outputs at ``rows`` (one array per input), computed by a chunk function."""
+        """The model's outputs at ``rows`` (one array per input), computed by a chunk function.
+
+        Each row is paired with itself, so that no mask check can fail on the way.
+        """
         n = len(rows[0])
         index = np.tile(np.arange(self.n_outputs, dtype=np.int32), (n, 1))
-        sums = run_tiles(chunk, rows, References([r[:1] for r in rows]), index, n)
+        sums = run_tiles(chunk, rows, References(list(rows), np.arange(n + 1)), index, n)
         return sums.sample_outputs
 
     def _vectorizes(self, k: int) -> bool:

@@ -460,11 +460,13 @@ def softmax_default(zx: np.ndarray, zr: np.ndarray) -> np.ndarray:
 
 
 def _centred(rule):
-    """The rule at centred logits, its multipliers then centred: ``m_z = m̃ − mean_j m̃``."""
+    """The rule at centred logits, its multipliers then through the centring (tfshap's softmax rules):
+    ``z̃ = z − (w·z)·1`` with the pair's mean probabilities ``w = (p(x) + p(r))/2``, ``m_z = m̃ − w · Σ_j m̃``."""
 
     def centred(zx, zr):
-        M = rule(zx - zx.mean(-1, keepdims=True), zr - zr.mean(-1, keepdims=True))
-        return M - M.mean(-1, keepdims=True)
+        w = (_softmax(zx) + _softmax(zr)) / 2
+        M = rule(zx - (w * zx).sum(-1, keepdims=True), zr - (w * zr).sum(-1, keepdims=True))
+        return M - w[:, None, :] * M.sum(-1, keepdims=True)
 
     return centred
 

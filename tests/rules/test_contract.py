@@ -43,10 +43,12 @@ BOTH_DTYPES = [c for c in CASES if {"float64", "float32"} <= set(c.dtypes)]
 
 #: Roundings of a rule's multipliers, by family: a rescale's f(x), f(r), Δf, Δx and ratio; a
 #: two-player rule's four evaluations of the op and two of those; softmax's and a normalisation's
-#: four rescale steps; a mask or a linear op's one.
+#: four rescale steps; a mask or a linear op's one. Pooling: the exact Shapley split of a window's
+#: maximum sums up to one term per input of the window (at most 16: SHAPLEY_MAX_WINDOW), each a
+#: difference times a weight, then a ratio: 2 · 16 roundings.
 FAMILY_ROUNDINGS = {
-    "linear": 1, "mask": 1, "control_flow": 1, "rescale": ELEMENTWISE_ROUNDINGS, "crossmax": ELEMENTWISE_ROUNDINGS,
-    "bilinear": ELEMENTWISE_ROUNDINGS, "shapley": 2 * ELEMENTWISE_ROUNDINGS, "softmax": 4 * ELEMENTWISE_ROUNDINGS,
+    "linear": 1, "mask": 1, "control_flow": 1, "elementwise": ELEMENTWISE_ROUNDINGS, "pooling": 32,
+    "bilinear": ELEMENTWISE_ROUNDINGS, "binary": 2 * ELEMENTWISE_ROUNDINGS, "softmax": 4 * ELEMENTWISE_ROUNDINGS,
     "normalization": 4 * ELEMENTWISE_ROUNDINGS,
 }
 #: The loops of the case table run their bodies three times.
