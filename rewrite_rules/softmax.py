@@ -9,13 +9,14 @@ Going through ``log p`` keeps every multiplier bounded; the quotient ``e / s`` w
 Both ops ignore a common shift of the logits, ``softmax(z) = softmax(z − w·z)`` for any weights
 ``w`` summing to 1, and so do their rules: they are the rules of that composition, the logits
 first centred by ``z̃ = z − (w·z)·1`` (a linear step, with the same ``w`` for the sample's and the
-reference's row: ``w = (p(x) + p(r)) / 2``, the pair's mean probabilities) and the multipliers
-above computed at the centred logits, then taken through the centring:
+reference's row: ``w ∝ (p(x) + p(r)) / 2`` over the logits with probability in both rows) and the
+multipliers above computed at the centred logits, then taken through the centring:
 ``m_z = m_z̃ − w · Σ m_z̃``. So the multipliers of each output sum to zero over the logits, and an
-input that moves every logit by the same amount gets exactly nothing (Shapley's null player);
-a logit that carries no probability in either row (masked to −1e9, as Keras masks attention)
-has ``w ≈ 0`` and ``m_z̃ ≈ 0``, so it gets nothing either (a uniform mean would hand it
-``−mean(m_z̃)``); and ``Σ m · Δz = Σ m_z̃ · Δz̃ = Δ(output)`` still holds exactly.
+input that moves every logit by the same amount gets exactly nothing (Shapley's null player),
+while ``Σ m · Δz = Σ m_z̃ · Δz̃ = Δ(output)`` still holds exactly. A logit masked to −1e9 (Keras
+masks attention so) has no probability, so ``w`` is 0 there: masked in both rows, it gets
+nothing (a uniform mean would hand it ``−mean(m_z̃)``); masked in one row only, its huge
+``Δz`` does not move the centred logits (it would take every digit of the others with it).
 
 **The "shapley" rule set: 1-vs-rest.** Per output ``o`` there are two players, its own logit
 ``a = z_o − d_o`` and the log-sum of the rest ``b = log s_o``, ``s_o = Σ_{j≠o} exp(z_j − d_o)``;
@@ -52,11 +53,17 @@ SHAPLEY_RULES = "shapley"
 
 
 def _centring_weights(op: tf.Operation) -> tf.Tensor:
-    """``w = (p(x) + p(r)) / 2``: the pair's mean probabilities, the same weights for both rows."""
+    """``w ∝ (p(x) + p(r)) / 2`` over the logits with probability in both rows, summing to 1: the same
+    weights for both rows of a pair, 0 wherever either row gives a logit no probability (a masked
+    logit's exp underflows to exactly 0); over every logit where the rows share no support."""
     px, pr = halves(op.outputs[0])
     if op.type == "LogSoftmax":
         px, pr = tf.exp(px), tf.exp(pr)
-    return (px + pr) / 2
+    mean = (px + pr) / 2
+    shared = tf.where((px > 0) & (pr > 0), mean, tf.zeros_like(mean))
+    total = tf.reduce_sum(shared, -1, keepdims=True)
+    some = total > tf.cast(1e-6, total.dtype)
+    return tf.where(some, shared / tf.where(some, total, tf.ones_like(total)), mean)
 
 
 def _centred_pair(op: tf.Operation) -> tuple[tf.Tensor, tf.Tensor]:

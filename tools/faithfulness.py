@@ -461,10 +461,14 @@ def softmax_default(zx: np.ndarray, zr: np.ndarray) -> np.ndarray:
 
 def _centred(rule):
     """The rule at centred logits, its multipliers then through the centring (tfshap's softmax rules):
-    ``z̃ = z − (w·z)·1`` with the pair's mean probabilities ``w = (p(x) + p(r))/2``, ``m_z = m̃ − w · Σ_j m̃``."""
+    ``z̃ = z − (w·z)·1`` with ``w ∝ (p(x) + p(r))/2`` over the logits with probability in both rows,
+    ``m_z = m̃ − w · Σ_j m̃``."""
 
     def centred(zx, zr):
-        w = (_softmax(zx) + _softmax(zr)) / 2
+        px, pr = _softmax(zx), _softmax(zr)
+        shared = np.where((px > 0) & (pr > 0), (px + pr) / 2, 0.0)
+        total = shared.sum(-1, keepdims=True)
+        w = np.where(total > 1e-6, shared / np.where(total > 1e-6, total, 1.0), (px + pr) / 2)
         M = rule(zx - (w * zx).sum(-1, keepdims=True), zr - (w * zr).sum(-1, keepdims=True))
         return M - w[:, None, :] * M.sum(-1, keepdims=True)
 
