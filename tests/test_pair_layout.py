@@ -201,11 +201,12 @@ def test_a_loop_model_vectorizes_its_outputs_once_it_has_explained_enough_pairs(
     monkeypatch.setattr(explainer, "VECTORIZE_AFTER_PAIRS", 2 * len(x) * len(background))
     k = explainer.n_outputs
     first = explainer.explain(x)
-    assert not explainer._vectorizes(k) and list(explainer.program._chunk_fns) == [(k, "contributions", False)]
+    # before: one pass over copies of the pairs (a pass per output would rebuild the loop's gradient k times)
+    assert not explainer._vectorizes(k) and list(explainer.program._chunk_fns) == [(k, "contributions", "copies")]
     explainer.explain(x)
     assert explainer._vectorizes(k)
     later = explainer.explain(x)
-    assert (k, "contributions", True) in explainer.program._chunk_fns
+    assert (k, "contributions", "vectorized") in explainer.program._chunk_fns
     np.testing.assert_allclose(later.values, first.values, rtol=0, atol=1e-12)
     feed_forward, shape = _feed_forward(keras_module(keras_name))
     plain = tfshap.compile(feed_forward, np.zeros((2, *shape)))
@@ -216,7 +217,9 @@ def test_a_loop_model_vectorizes_its_outputs_once_it_has_explained_enough_pairs(
 @pytest.mark.parametrize("build, loops", [(_feed_forward, False), (_small_recurrent, True)], ids=["feed_forward", "recurrent"])
 def test_has_loops_finds_the_rnn_while_loops(build, loops):
     model, shape = build(keras_module("keras3"))
-    assert tfshap.compile(model, np.zeros((2, *shape), np.float32)).program.has_loops is loops
+    explainer = tfshap.compile(model, np.zeros((2, *shape), np.float32))
+    assert explainer.program.has_loops is loops  # While ops in the traced graph
+    assert explainer.traced.has_loops is loops  # what the explainer knows before tracing: an RNN layer
 
 
 def test_xla_explains_a_loop_model_with_a_pass_per_output():

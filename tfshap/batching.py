@@ -183,25 +183,24 @@ def run_pair_multipliers(chunk_fn, samples: Sequence[np.ndarray], references: Re
         yield tile, [v.numpy() for v in values]
 
 
-def default_batch_size(activation_bytes_per_row: int, k: int, attributed_elements: int, *, vectorized: bool,
+def default_batch_size(activation_bytes_per_row: int, k: int, attributed_elements: int, *, backward: str = "passes",
                        shared_references: bool = True) -> int:
     """Pairs per chunk from the memory this process may use (a quarter of what is available, at most 4 GiB).
 
     ``activation_bytes_per_row`` and ``attributed_elements`` (per row) come from the shapes
     of the data being explained. A pair runs its sample's row forward, its reference row
     too where references are not shared, and the backward passes of ``k`` outputs
-    (``vectorized``: all of them at once).
+    (``backward``, as :data:`tfshap.program.BACKWARDS`: "vectorized" holds all of them at once,
+    "copies" runs ``k`` copies of the pair).
     """
     budget = min(available_memory() // 4, 4 << 30)
     if tf.config.list_physical_devices("GPU"):
         budget = min(budget, 2 << 30)
     rows = 2 if shared_references else 3
-    if vectorized:  # the forward once, then the gradients of all k outputs at once
+    if backward == "vectorized":  # the forward once, then the gradients of all k outputs at once
         per_pair = 2 * activation_bytes_per_row * (rows + k) + 8 * attributed_elements * k
     else:
-        from .program import SEPARATE_BACKWARDS_MAX
-
-        copies = k if k > SEPARATE_BACKWARDS_MAX else 1
+        copies = k if backward == "copies" else 1
         per_pair = 2 * activation_bytes_per_row * copies * (rows + min(k // copies, 4)) + 8 * attributed_elements * k
     pairs = budget // max(per_pair, 1)
     most = max(MAX_PAIRS_PER_CHUNK, SMALL_CHUNK_BYTES // max(per_pair, 1))

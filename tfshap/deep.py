@@ -17,7 +17,7 @@ from .batching import (
     strategy_devices,
 )
 from .errors import from_run_time_error
-from .program import Program
+from .program import SEPARATE_BACKWARDS_MAX, Program
 from .validate import as_arrays
 
 
@@ -68,8 +68,7 @@ class DeepSHAPExplainer(CompiledExplainer):
             raise ValueError("the explained output has an unknown number of values per row; "
                              "explain a layer with a fixed output size (output=)")
         # Traces and rewrites now: unsupported ops fail at compile time.
-        chunk = self.program.chunk(self.n_outputs, vectorized=bool(vectorize_outputs) and
-                                   self.program.can_vectorize(self.n_outputs))
+        chunk = self._chunk(self.n_outputs, "contributions")
         rewritten = self.program.rewritten
         self.output_dtype = rewritten.output.dtype
         self.compute_dtype = rewritten.compute_dtype
@@ -94,10 +93,24 @@ class DeepSHAPExplainer(CompiledExplainer):
             return False
         if self.vectorize_outputs:
             return True
-        return self.program.has_loops and self.pairs_explained >= self.VECTORIZE_AFTER_PAIRS
+        return self.traced.has_loops and self.pairs_explained >= self.VECTORIZE_AFTER_PAIRS
+
+    def _backward(self, k: int) -> str:
+        """How a chunk explaining ``k`` outputs runs its backward passes (``tfshap.program.BACKWARDS``).
+
+        Vectorized where :meth:`_vectorizes`. Otherwise a pass per output, but over copies of the
+        pairs for more than ``SEPARATE_BACKWARDS_MAX`` outputs, and for a model with a loop: each
+        pass would build the gradient of the loop anew (0.3 s each on the LSTM benchmark) and
+        recompute its body's multipliers at every step.
+        """
+        if self._vectorizes(k):
+            return "vectorized"
+        if k > SEPARATE_BACKWARDS_MAX or k >= 2 and self.traced.has_loops:
+            return "copies"
+        return "passes"
 
     def _chunk(self, k: int, kind: str):
-        return self.program.chunk(k, kind, vectorized=self._vectorizes(k))
+        return self.program.chunk(k, kind, self._backward(k))
 
     @property
     def rules_used(self) -> str:
@@ -121,7 +134,7 @@ class DeepSHAPExplainer(CompiledExplainer):
         if arrays is None and not all(spec.shape[1:].is_fully_defined() for spec in self.input_specs):
             return MAX_PAIRS_PER_CHUNK  # rows of any length (an export): sizes are unknown until run
         row_bytes, elements = self.row_sizes(None if arrays is None else [a.shape[1:] for a in arrays])
-        return default_batch_size(row_bytes, k, elements, vectorized=self._vectorizes(k),
+        return default_batch_size(row_bytes, k, elements, backward=self._backward(k),
                                   shared_references=shared_references)
 
     def row_sizes(self, row_shapes=None) -> tuple[int, int]:

@@ -332,7 +332,7 @@ class PathExplainer(CompiledExplainer):
         if self._batch_size is not None:
             return self._batch_size
         elements = sum(int(np.prod(s.shape[1:])) for s in self.traced.input_specs)
-        return default_batch_size(self.paths.activation_bytes_per_row, k, elements, vectorized=False)
+        return default_batch_size(self.paths.activation_bytes_per_row, k, elements)
 
     # -- explaining ---------------------------------------------------------------------------
     def explain(self, x, *, ranked_outputs: int | None = None, output_rank_order: str = "max") -> Attributions:

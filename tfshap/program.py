@@ -21,6 +21,9 @@ from .rewrite import Rewritten, rewrite_traced
 
 #: Up to this many outputs, one backward pass each; beyond, one pass over copies of the pairs.
 SEPARATE_BACKWARDS_MAX = 16
+#: How a chunk runs the backward passes of its ``k`` outputs: one pass per output; one pass over
+#: ``k`` copies of the pairs; one pass vectorized over the outputs (``tf.vectorized_map``).
+BACKWARDS = ("passes", "copies", "vectorized")
 
 #: What a chunk returns per source, for each sample of the tile and each explained output:
 #: ``contributions``: Σ over the sample's pairs of ``m · (x − r)``;
@@ -39,7 +42,7 @@ class Program:
     each sample's reference rows; and ``(n_samples, n_outputs)``, the model's outputs at each
     sample (from its first pair's row). Pair ``p`` is sample ``sample_index[p]`` with table
     row ``reference_index[p]``; ``output_index`` names the ``k`` outputs of each sample.
-    ``vectorized``: one backward pass vectorized over the outputs (see :meth:`can_vectorize`).
+    ``backward``: one of :data:`BACKWARDS` ("vectorized": see :meth:`can_vectorize`).
     """
 
     def __init__(self, traced, layer_of, *, jit_compile: bool, rule_set: str = DEFAULT_RULES):
@@ -48,21 +51,23 @@ class Program:
         self.rule_set = rule_set
         self.layer_of = layer_of
         self.rewritten: Rewritten | None = None
-        self._chunk_fns: dict[tuple[int, str, bool], object] = {}
+        self._chunk_fns: dict[tuple[int, str, str], object] = {}
 
     @property
     def report(self):
         return None if self.rewritten is None else self.rewritten.report
 
-    def chunk(self, k: int, kind: str = "contributions", vectorized: bool = False):
+    def chunk(self, k: int, kind: str = "contributions", backward: str = "passes"):
         """The concrete chunk function explaining ``k`` outputs per sample (traced once per arguments)."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
-        if vectorized and not self.can_vectorize(k):
+        if backward not in BACKWARDS:
+            raise ValueError(f"backward must be one of {BACKWARDS}; got {backward!r}")
+        if backward == "vectorized" and not self.can_vectorize(k):
             raise ValueError(f"the backward pass cannot be vectorized over {k} output(s) here")
-        key = (k, kind, bool(vectorized))
+        key = (k, kind, backward)
         if key not in self._chunk_fns:
-            self._chunk_fns[key] = self._trace_chunk(k, kind, bool(vectorized))
+            self._chunk_fns[key] = self._trace_chunk(k, kind, backward)
         return self._chunk_fns[key]
 
     @functools.cached_property
@@ -81,15 +86,15 @@ class Program:
         """
         return k >= 2 and not self.jit_compile
 
-    def _trace_chunk(self, k: int, kind: str, vectorized: bool):
+    def _trace_chunk(self, k: int, kind: str, backward: str):
         specs = [tf.TensorSpec(s.shape, s.dtype) for s in self.traced.input_specs]
-        # Few outputs: one backward pass per output over the pairs (the plain-gradient floor's
-        # shape); the rules compute their multipliers once and every pass reuses them. Many
-        # outputs: the pairs are copied once per output and one backward pass explains them
-        # all, which keeps the graph (and compile time) independent of k. A model with a loop:
-        # one backward pass vectorized over the outputs, since a loop body's multipliers are
-        # rebuilt in every pass's gradient of the loop, at every step (see BENCHMARKS.md).
-        copies = k if k > SEPARATE_BACKWARDS_MAX and not vectorized else 1
+        # "passes": one backward pass per output over the pairs (the plain-gradient floor's
+        # shape); the rules compute their multipliers once and every pass reuses them.
+        # "copies": the pairs are copied once per output and one backward pass explains them
+        # all, which keeps the graph (and compile time) independent of k. "vectorized": one
+        # backward pass vectorized over the outputs. The explainer chooses (see BENCHMARKS.md).
+        vectorized = backward == "vectorized"
+        copies = k if backward == "copies" else 1
         passes = k // copies
 
         def chunk(samples, references, sample_index, reference_index, output_index):

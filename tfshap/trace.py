@@ -33,6 +33,8 @@ class Traced:
     attributed_layer: str | None = None
     #: The width of ``y`` where Keras knows the outputs' shapes, else None.
     n_outputs: int | None = None
+    #: Whether a layer runs a loop over time steps (an RNN: a layer with a ``cell``).
+    has_loops: bool = False
     call_eagerly: Callable[[list[tf.Tensor]], tf.Tensor] | None = None
     model: object = field(default=None, repr=False)
     rebuild: Callable | None = field(default=None, repr=False)
@@ -350,6 +352,7 @@ def trace(model, background=None, *, output: str | None = None, inputs: str | No
         keras=flavour,
         attributed_layer=None if attributed_layer is None else attributed_layer.name,
         n_outputs=_static_width(explained),
+        has_loops=any(getattr(layer, "cell", None) is not None for layer in layers),
         call_eagerly=call_eagerly,
         model=model,
         rebuild=lambda copy: trace(copy, background, output=output, inputs=inputs),

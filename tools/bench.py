@@ -112,6 +112,69 @@ WORKLOADS = {
 }
 
 
+def _mobilenet(K, x_train, y_train, epochs):
+    """Keras 3's MobileNetV2 at 32×32, random weights (timing only): digits upsampled to 32×32 RGB."""
+    import keras
+
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, classes=10)
+    return model, lambda x: np.repeat(np.repeat(np.repeat(x, 4, axis=1), 4, axis=2), 3, axis=3)
+
+
+#: The workloads of the time-to-first-attribution table (``--first-call``): the main table's and MobileNetV2.
+FIRST_CALL_WORKLOADS = {**WORKLOADS, "mobilenet": (_mobilenet, 4, 10)}
+
+
+def first_call_child(name: str, method: str) -> None:
+    """In a fresh process: the seconds from a built model to the first attribution (or the floor's first call)."""
+    import json
+
+    import tf_keras
+
+    import tfshap
+    from tfshap.demo import load_digits_data, plain_gradient_floor
+
+    build, n, k = FIRST_CALL_WORKLOADS[name]
+    n, k = n or 32, k or 100
+    x_train, y_train, x_test, _ = load_digits_data()
+    tf_keras.utils.set_random_seed(0)
+    model, shape = build(tf_keras, x_train, y_train, 1)  # trained briefly, as in the main table: outside the timing
+    samples, background = shape(x_test[:n]), shape(x_train[:k])
+    n_outputs = int(np.prod(model.output_shape[1:]))
+    start = time.perf_counter()
+    if method == "tfshap":
+        explainer = tfshap.compile(model, background)
+        compiled = time.perf_counter() - start
+        explainer.explain(samples)
+    else:
+        floor = plain_gradient_floor(model, n_outputs)
+        compiled = 0.0
+        floor(samples, background).numpy()
+    print(json.dumps({"seconds": time.perf_counter() - start, "compile": compiled}))
+
+
+def first_call_table(names: list[str], repeats: int) -> None:
+    """Fresh processes, alternating tfshap and the floor: compile + first explain against the floor's first call."""
+    import json
+
+    print(f"{cpu_model()}; fresh process per run, {repeats} run(s) each, alternating; the fastest counts; "
+          f"load average {os.getloadavg()[0]:.2f}\n")
+    print("| workload | tfshap compile + first explain | of which compile | floor first call | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in names:
+        runs = {"tfshap": [], "floor": []}
+        for _ in range(repeats):
+            for method in runs:
+                out = subprocess.run([sys.executable, os.path.abspath(__file__), "--first-call-child", name, method],
+                                     capture_output=True, text=True, check=True).stdout
+                runs[method].append(json.loads(out.strip().splitlines()[-1]))
+        best = {m: min(runs[m], key=lambda r: r["seconds"]) for m in runs}
+        build, n, k = FIRST_CALL_WORKLOADS[name]
+        label = f"{name} (N={n or 32}, K={k or 100})"
+        ratio = best["tfshap"]["seconds"] / best["floor"]["seconds"]
+        print(f"| {label} | {best['tfshap']['seconds']:.2f} s | {best['tfshap']['compile']:.2f} s | "
+              f"{best['floor']['seconds']:.2f} s | {ratio:.2f}× |", flush=True)
+
+
 def peak_rss_mib() -> float:
     import resource
 
@@ -349,7 +412,18 @@ def main(argv=None) -> int:
     parser.add_argument("--stream", default="",
                         help="comma-separated sample counts: peak RSS of explain_to over a memory-mapped input (digits CNN, K=--k)")
     parser.add_argument("--stream-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
+    parser.add_argument("--first-call", action="store_true",
+                        help="time to first attribution: compile + first explain against the floor's first call, each "
+                             "in a fresh process (--workloads, plus mobilenet; --repeats runs each)")
+    parser.add_argument("--first-call-child", nargs=2, metavar=("WORKLOAD", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.first_call_child:
+        first_call_child(*args.first_call_child)
+        return 0
+    if args.first_call:
+        names = list(FIRST_CALL_WORKLOADS) if args.workloads == "all" else args.workloads.split(",")
+        first_call_table(names, args.repeats)
+        return 0
     if args.memory_child:
         memory_child(*args.memory_child)
         return 0
