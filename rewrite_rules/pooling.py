@@ -415,9 +415,26 @@ def _cross_max_pool(op: tf.Operation, grad: tf.Tensor) -> tf.Tensor:
     return on_foreground(to_x + to_r)
 
 
+@cached_multipliers
+def _tiled_input_multipliers(op: tf.Operation) -> tf.Tensor:
+    """Windows that tile the input: every input's multiplier at its place, ``(rows, o_1, k_1, …, o_n, k_n, c)``."""
+    windows = _Windows(op)
+    n = len(windows.out_sizes)
+    m = tf.reshape(_pool_shapley_multipliers(op), [-1, *windows.out_sizes, windows.channels, *windows.ksize])
+    return tf.transpose(m, [0, *[a for d in range(n) for a in (1 + d, n + 2 + d)], n + 1])
+
+
 def _shapley_pool(op: tf.Operation, grad: tf.Tensor) -> tf.Tensor:
     """Each window's multipliers times its incoming gradient, summed over the windows each input is in."""
     windows = _Windows(op)
+    g = windows.channels_last(foreground(grad))
+    if windows.tiles:  # each input in one window: its multiplier times its window's gradient, no scatter
+        spread = tf.reshape(g, [-1, *[a for o in windows.out_sizes for a in (o, 1)], windows.channels])
+        covered = tf.reshape(_tiled_input_multipliers(op) * spread,
+                             [-1, *[o * k for o, k in zip(windows.out_sizes, windows.ksize)], windows.channels])
+        uncovered = [[0, size - o * k] for size, o, k in zip(windows.in_sizes, windows.out_sizes, windows.ksize)]
+        to_inputs = tf.pad(covered, [[0, 0], *uncovered, [0, 0]]) if any(b for _, b in uncovered) else covered
+        return on_foreground(windows.channels_last(to_inputs, back=True))
     per_window = _pool_shapley_multipliers(op) * windows.per_window(foreground(grad))
     return on_foreground(windows.channels_last(windows.scatter(per_window), back=True))
 
