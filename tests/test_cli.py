@@ -425,6 +425,14 @@ def test_console_script_is_the_launcher_outside_the_package():
     assert "_tfshap_cli = tfshap/_console" in config["options"]["package_dir"]
 
 
+def test_installed_metadata_names_a_home_page_and_an_author():
+    from importlib.metadata import metadata
+
+    installed = metadata("tfshap")  # what `pip show tfshap` prints as Home-page and Author
+    home_page = installed.get("Home-page") or installed.get("Project-URL", "")
+    assert home_page.startswith("https://") and installed["Author"].strip()
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["explain", "--help"]])
 def test_help_and_version_import_no_tensorflow_and_print_nothing_on_stderr(argv):
     import tfshap

@@ -318,7 +318,6 @@ def test_to_shap_with_several_inputs_gives_one_explanation_per_input(shap_module
     _saved_current_figure(tmp_path / "bar_first_input.png")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="to_shap broadcasts ranked base values (n, k) to (n, n); core fix requested")
 def test_to_shap_with_ranked_outputs_keeps_each_samples_base_values(shap_module, rng):
     import tf_keras as K
 

@@ -60,8 +60,9 @@ class Attributions:
             raise ImportError("Attributions.to_shap() needs shap: pip install shap") from exc
         values = self.values if isinstance(self.values, list) else [self.values]
         data = self.data if isinstance(self.data, list) else [self.data]
-        n = len(self.outputs)
-        base = np.broadcast_to(self.base_values, (n, len(self.base_values)))
+        base = np.asarray(self.base_values)
+        if base.ndim == 1:  # one base value per output, the same for every sample
+            base = np.broadcast_to(base, (len(self.outputs), base.shape[0]))
         explanations = [shap.Explanation(values=v, base_values=base, data=d) for v, d in zip(values, data)]
         return explanations if isinstance(self.values, list) else explanations[0]
 
