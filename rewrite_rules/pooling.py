@@ -416,27 +416,63 @@ def _cross_max_pool(op: tf.Operation, grad: tf.Tensor) -> tf.Tensor:
 
 
 @cached_multipliers
-def _tiled_input_multipliers(op: tf.Operation) -> tf.Tensor:
-    """Windows that tile the input: every input's multiplier at its place, ``(rows, o_1, k_1, …, o_n, k_n, c)``."""
+def _pool_cross_max_multipliers(op: tf.Operation) -> tf.Tensor:
+    """Cross-max m of every input of each window that tiles the input, ``(foreground rows, windows, channels, w)``."""
     windows = _Windows(op)
+    x, r = (windows.channels_last(t) for t in halves(op.inputs[0]))
+    return cross_max_multipliers(windows.gather(x), windows.gather(r))
+
+
+def _at_inputs(windows: _Windows, per_window: tf.Tensor) -> tf.Tensor:
+    """Per-window multipliers of tiling windows at their inputs' places, ``(rows, o_1, k_1, …, o_n, k_n, c)``."""
     n = len(windows.out_sizes)
-    m = tf.reshape(_pool_shapley_multipliers(op), [-1, *windows.out_sizes, windows.channels, *windows.ksize])
+    m = tf.reshape(per_window, [-1, *windows.out_sizes, windows.channels, *windows.ksize])
     return tf.transpose(m, [0, *[a for d in range(n) for a in (1 + d, n + 2 + d)], n + 1])
+
+
+@cached_multipliers
+def _tiled_shapley_multipliers(op: tf.Operation) -> tf.Tensor:
+    """The Shapley multipliers of windows that tile the input, at their inputs' places."""
+    return _at_inputs(_Windows(op), _pool_shapley_multipliers(op))
+
+
+@cached_multipliers
+def _tiled_cross_max_multipliers(op: tf.Operation) -> tf.Tensor:
+    """The cross-max multipliers of windows that tile the input, at their inputs' places."""
+    return _at_inputs(_Windows(op), _pool_cross_max_multipliers(op))
+
+
+def _tiled_pool(op: tf.Operation, grad: tf.Tensor, multipliers: tf.Tensor) -> tf.Tensor:
+    """Windows that tile the input: each input's multiplier times its one window's gradient (no scatter)."""
+    windows = _Windows(op)
+    g = windows.channels_last(foreground(grad))
+    spread = tf.reshape(g, [-1, *[a for o in windows.out_sizes for a in (o, 1)], windows.channels])
+    # Broadcast explicitly: a product that broadcasts over alternate axes has more axis groups than
+    # TensorFlow's CPU kernels take once tf.vectorized_map adds its own axis (6 for 2-d pooling).
+    spread = tf.broadcast_to(spread, tf.shape(multipliers))
+    covered = tf.reshape(multipliers * spread,
+                         [-1, *[o * k for o, k in zip(windows.out_sizes, windows.ksize)], windows.channels])
+    uncovered = [[0, size - o * k] for size, o, k in zip(windows.in_sizes, windows.out_sizes, windows.ksize)]
+    to_inputs = tf.pad(covered, [[0, 0], *uncovered, [0, 0]]) if any(b for _, b in uncovered) else covered
+    return on_foreground(windows.channels_last(to_inputs, back=True))
 
 
 def _shapley_pool(op: tf.Operation, grad: tf.Tensor) -> tf.Tensor:
     """Each window's multipliers times its incoming gradient, summed over the windows each input is in."""
     windows = _Windows(op)
-    g = windows.channels_last(foreground(grad))
-    if windows.tiles:  # each input in one window: its multiplier times its window's gradient, no scatter
-        spread = tf.reshape(g, [-1, *[a for o in windows.out_sizes for a in (o, 1)], windows.channels])
-        covered = tf.reshape(_tiled_input_multipliers(op) * spread,
-                             [-1, *[o * k for o, k in zip(windows.out_sizes, windows.ksize)], windows.channels])
-        uncovered = [[0, size - o * k] for size, o, k in zip(windows.in_sizes, windows.out_sizes, windows.ksize)]
-        to_inputs = tf.pad(covered, [[0, 0], *uncovered, [0, 0]]) if any(b for _, b in uncovered) else covered
-        return on_foreground(windows.channels_last(to_inputs, back=True))
+    if windows.tiles:
+        return _tiled_pool(op, grad, _tiled_shapley_multipliers(op))
     per_window = _pool_shapley_multipliers(op) * windows.per_window(foreground(grad))
     return on_foreground(windows.channels_last(windows.scatter(per_window), back=True))
+
+
+def _cross_max(op: tf.Operation, grad: tf.Tensor) -> tf.Tensor:
+    """Cross-max: by the precomputed multipliers where windows tile the input (one product per pass), else
+    through the pooling's own gradient kernels."""
+    windows = _Windows(op)
+    if windows.w is not None and windows.tiles:
+        return _tiled_pool(op, grad, _tiled_cross_max_multipliers(op))
+    return _cross_max_pool(op, grad)
 
 
 def _max_pool_plan(op: tf.Operation, varying: tuple[bool, ...]):
@@ -449,11 +485,11 @@ def max_pool(op: tf.Operation, grad: tf.Tensor):
     """Per window: Shapley for w ≤ SHAPLEY_MAX_WINDOW inputs (shapes known when tracing), else cross-max."""
     if _uses_shapley(_Windows(op).w, DEFAULT_RULES):
         return [_shapley_pool(op, grad)]
-    return [_cross_max_pool(op, grad)]
+    return [_cross_max(op, grad)]
 
 
 @rule(*_POOL_ROUTE_AND_PICK, family="pooling", plan=_max_pool_plan, xla_inexact=XLA_MOVES_WINNERS,
       rules=CROSS_MAX_RULES, doc=f"{CROSS_MAX_DOC}, per pooling window")
 def max_pool_cross(op: tf.Operation, grad: tf.Tensor):
     """Cross-max per window, whatever its size."""
-    return [_cross_max_pool(op, grad)]
+    return [_cross_max(op, grad)]
