@@ -605,7 +605,7 @@ def explain_model(name: str, trained: tuple, shap_values: dict, log) -> dict:
 def _rule_sets_changing(model) -> list:
     """tfshap's rule sets other than the default that treat some layer of ``model`` differently."""
     kinds = {type(layer).__name__ for layer in model.layers}
-    return [name for name, layers in (("crossmax", {"MaxPooling2D"}), ("shapley", {"Softmax"})) if kinds & layers]
+    return [name for name, layers in (("crossmax", {"MaxPooling2D"}), ("shapley", {"Softmax", "MultiHeadAttention"})) if kinds & layers]
 
 
 def _numpy_variants(target, x, background, values: dict) -> dict:
@@ -781,7 +781,7 @@ def main(argv=None) -> None:
 
 
 #: tools/bench.py's workloads timed by ``--cost``: name -> (samples N, background rows K).
-COST_WORKLOADS = {"cnn": (32, 100), "wide_cnn": (4, 20)}
+COST_WORKLOADS = {"cnn": (32, 100), "wide_cnn": (4, 20), "transformer": (16, 50)}
 
 
 def cost_table(repeats: int) -> str:
