@@ -445,13 +445,12 @@ def _tiled_cross_max_multipliers(op: tf.Operation) -> tf.Tensor:
 def _tiled_pool(op: tf.Operation, grad: tf.Tensor, multipliers: tf.Tensor) -> tf.Tensor:
     """Windows that tile the input: each input's multiplier times its one window's gradient (no scatter)."""
     windows = _Windows(op)
-    g = windows.channels_last(foreground(grad))
-    spread = tf.reshape(g, [-1, *[a for o in windows.out_sizes for a in (o, 1)], windows.channels])
-    # Broadcast explicitly: a product that broadcasts over alternate axes has more axis groups than
-    # TensorFlow's CPU kernels take once tf.vectorized_map adds its own axis (6 for 2-d pooling).
-    spread = tf.broadcast_to(spread, tf.shape(multipliers))
-    covered = tf.reshape(multipliers * spread,
-                         [-1, *[o * k for o, k in zip(windows.out_sizes, windows.ksize)], windows.channels])
+    spread = windows.channels_last(foreground(grad))
+    # Repeat one axis at a time: a product broadcasting over every alternate axis at once has more axis
+    # groups than TensorFlow's CPU kernels take (3-d pooling, or 2-d under tf.vectorized_map).
+    for axis, k in enumerate(windows.ksize, start=1):
+        spread = tf.repeat(spread, k, axis=axis)
+    covered = tf.reshape(multipliers, tf.shape(spread)) * spread
     uncovered = [[0, size - o * k] for size, o, k in zip(windows.in_sizes, windows.out_sizes, windows.ksize)]
     to_inputs = tf.pad(covered, [[0, 0], *uncovered, [0, 0]]) if any(b for _, b in uncovered) else covered
     return on_foreground(windows.channels_last(to_inputs, back=True))
