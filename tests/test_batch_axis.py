@@ -47,11 +47,21 @@ def _swap(t):
 
 def _gated_by_transpose(t):
     moved = _swap(t)  # (L, rows, D)
-    return _swap(tf.tanh(moved) * tf.sigmoid(2.0 * moved) + tf.maximum(moved, 0.3 * moved))
+    gated = tf.tanh(moved) * tf.sigmoid(2.0 * moved) + tf.maximum(moved, 0.3 * moved)
+    return _swap(tf.where(moved > 0.5, gated, tf.exp(moved)))
 
 
 def _gated(t):
-    return tf.tanh(t) * tf.sigmoid(2.0 * t) + tf.maximum(t, 0.3 * t)
+    return tf.where(t > 0.5, tf.tanh(t) * tf.sigmoid(2.0 * t) + tf.maximum(t, 0.3 * t), tf.exp(t))
+
+
+def _outer_by_transpose(t):
+    moved = _swap(tf.tanh(t))  # two varying operands, their rows on axis 1
+    return _swap(tf.reduce_sum(tf.einsum("lbd,lbe->lbde", moved, moved), -1))
+
+
+def _outer(t):
+    return tf.reduce_sum(tf.einsum("bld,ble->blde", tf.tanh(t), tf.tanh(t)), -1)
 
 
 def _stacked_copies(t):
@@ -63,9 +73,10 @@ def _copies(t):
     return (tf.nn.relu(t) * tf.sigmoid(t) + tf.nn.relu(tf.tanh(t)) * tf.sigmoid(tf.tanh(t))) / 2
 
 
-@pytest.mark.parametrize("moved, leading", [(_gated_by_transpose, _gated), (_stacked_copies, _copies)],
-                         ids=["transpose", "stack then mean over the copies"])
-def test_elementwise_rules_read_the_rows_where_a_transpose_or_a_stack_moved_them(K64, rng, moved, leading):
+@pytest.mark.parametrize("moved, leading", [(_gated_by_transpose, _gated), (_stacked_copies, _copies),
+                                            (_outer_by_transpose, _outer)],
+                         ids=["transpose", "stack then mean over the copies", "product of two moved operands"])
+def test_rules_read_the_rows_where_a_transpose_or_a_stack_moved_them(K64, rng, moved, leading):
     background, x = rng.normal(size=(6, L, D)), rng.normal(size=(3, L, D))
     result = _explain(K64, rng, moved, (L, D), (L, D), background, x)
     reference = _explain(K64, rng, leading, (L, D), (L, D), background, x)

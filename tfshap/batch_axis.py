@@ -489,13 +489,13 @@ def _strided_slice(op, ins, tracker):
 
 def _strided_slice_axes(op) -> list[tuple[int | None, bool]] | None:
     """For each input axis of a StridedSlice: its output axis (None: shrunk) and whether it is taken whole."""
-    begin, end, strides = (_static(t) for t in op.inputs[1:])
-    shape = op.inputs[0].shape
-    if begin is None or end is None or strides is None or shape.rank is None:
+    shape, n = op.inputs[0].shape, op.inputs[1].shape.num_elements()
+    if shape.rank is None or n is None:
         return None
+    # Bounds known only when running (x[:, :length]) leave their axes not whole, and the others as they are.
+    begin, end, strides = (_static(t) or [None] * n for t in op.inputs[1:])
     mask = {name: op.get_attr(f"{name}_mask") for name in ("begin", "end", "ellipsis", "new_axis", "shrink_axis")}
     bit = lambda name, i: bool(mask[name] >> i & 1)  # noqa: E731
-    n = len(begin)
     consumed = sum(1 for i in range(n) if not bit("ellipsis", i) and not bit("new_axis", i))
     mapped, axis, out = [], 0, 0
     for i in range(n):
@@ -511,7 +511,7 @@ def _strided_slice_axes(op) -> list[tuple[int | None, bool]] | None:
         else:
             dim = shape[axis]
             starts = bit("begin", i) or begin[i] == 0
-            ends = bit("end", i) or dim is not None and end[i] >= dim
+            ends = bit("end", i) or dim is not None and end[i] is not None and end[i] >= dim
             mapped.append((out, strides[i] == 1 and starts and ends))
             axis, out = axis + 1, out + 1
     mapped += [(out + j, True) for j in range(shape.rank - axis)]
