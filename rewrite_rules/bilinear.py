@@ -8,67 +8,24 @@ midpoint, ``m_A = ∂out/∂A |_{B̄}``, ``B̄ = (B + rB) / 2``; exact because
 Either way every varying operand's batch axis must stay a batch axis of the product,
 and the same one for both: a product that sums over the batch axis (``xᵀ·W``), or pairs
 each row with every other row (``x·yᵀ`` of rank 2), mixes samples with references and is
-refused. The check labels every axis, einsum style, and compares the labels of axis 0.
+refused. The check labels every axis, einsum style, and compares the labels of each
+operand's batch axis: axis 0, or the axis a transpose, einsum or reshape moved it to
+(:mod:`tfshap.batch_axis`), so that ``W·xᵀ`` keeps the rows of ``x`` along its columns.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from tfshap.graph import reapply
-from tfshap.pair import cached_multipliers, halves, on_foreground, varying_inputs
-from tfshap.registry import APPLY, KEEP, Refusal, rule
-
-
-def _batch_labels(rank: int, common: int) -> list[str]:
-    """Labels of the leading ``rank`` broadcast axes, aligned to the right among ``common``."""
-    return [f"batch{common - rank + i}" for i in range(rank)]
-
-
-def _matmul_labels(op: tf.Operation) -> tuple[list[list[str]], list[str]] | None:
-    """Einsum-style labels of a (batch) matmul's operands and product, or None for unknown ranks."""
-    ranks = [t.shape.rank for t in op.inputs[:2]]
-    if None in ranks:
-        return None
-    if op.type == "MatMul":
-        swap_a, swap_b = op.get_attr("transpose_a"), op.get_attr("transpose_b")
-    else:
-        swap_a, swap_b = op.get_attr("adj_x"), op.get_attr("adj_y")
-    common = max(ranks) - 2
-    a = _batch_labels(ranks[0] - 2, common) + (["k", "i"] if swap_a else ["i", "k"])
-    b = _batch_labels(ranks[1] - 2, common) + (["j", "k"] if swap_b else ["k", "j"])
-    return [a, b], _batch_labels(common, common) + ["i", "j"]
-
-
-def _einsum_labels(op: tf.Operation) -> tuple[list[list[str]], list[str]] | None:
-    """The labels of an Einsum's equation, an ellipsis expanded to right-aligned batch labels."""
-    inputs, _, output = op.get_attr("equation").decode().replace(" ", "").partition("->")  # the op needs "->"
-    specs = inputs.split(",")
-    ranks = [t.shape.rank for t in op.inputs]
-    if None in ranks or len(specs) != len(ranks):
-        return None
-    spans = [rank - len(spec.replace("...", "")) for spec, rank in zip(specs, ranks)]
-    common = max(spans)
-
-    def expand(spec: str, span: int) -> list[str]:
-        head, dots, tail = spec.partition("...")
-        return list(head) + (_batch_labels(span, common) if dots else []) + list(tail)
-
-    return [expand(s, n) for s, n in zip(specs, spans)], expand(output, common)
-
-
-LABELS = {
-    "MatMul": _matmul_labels,
-    "BatchMatMul": _matmul_labels,
-    "BatchMatMulV2": _matmul_labels,
-    "BatchMatMulV3": _matmul_labels,
-    "Einsum": _einsum_labels,
-}
+from tfshap.batch_axis import Mixed, layout_of, reading_refusal, row_axis
+from tfshap.graph import PRODUCT_LABELS, product_labels, reapply
+from tfshap.pair import cached_multipliers, halves, on_foreground, rows_of, varying_inputs
+from tfshap.registry import ANY_ROWS, APPLY, KEEP, Refusal, rule
 
 
 def _pairing_refusal(op: tf.Operation, varying: tuple[bool, ...]) -> str | None:
     """Why the product mixes rows of different samples, or None when every row stays with its pair."""
-    labelled = LABELS[op.type](op)
+    labelled = product_labels(op)
     if labelled is None:
         return "the ranks of its operands are not known when tracing"
     operands, output = labelled
@@ -76,9 +33,13 @@ def _pairing_refusal(op: tf.Operation, varying: tuple[bool, ...]) -> str | None:
     for index, flag in enumerate(varying):
         if not flag:
             continue
-        if not operands[index] or operands[index][0] not in output:
-            return f"it sums over the batch axis of its input {_operand_name(op, index)}, which mixes samples with references"
-        leading[index] = operands[index][0]
+        name = _operand_name(op, index)
+        if isinstance(layout_of(op.inputs[index]), Mixed):
+            return reading_refusal(op.inputs[index], name, leading=False)
+        axis = row_axis(op.inputs[index])
+        if len(operands[index]) <= axis or operands[index][axis] not in output:
+            return f"it sums over the batch axis of its input {name}, which mixes samples with references"
+        leading[index] = operands[index][axis]
     if len(set(leading.values())) > 1:
         return (
             "the batch axes of its varying operands are different axes of the product, which pairs "
@@ -94,12 +55,13 @@ def _operand_name(op: tf.Operation, index: int) -> str:
 
 @cached_multipliers
 def _midpoints(op: tf.Operation) -> list[tf.Tensor | None]:
-    """``on_foreground((A + rA) / 2)`` for each varying operand."""
-    return [on_foreground(_midpoint(t)) if flag else None for t, flag in zip(op.inputs, varying_inputs(op))]
+    """``on_foreground((A + rA) / 2)`` for each varying operand, its rows where the rewrite found them."""
+    return [on_foreground(_midpoint(t, axis), axis) if flag else None
+            for t, flag, axis in zip(op.inputs, varying_inputs(op), rows_of(op))]
 
 
-def _midpoint(t: tf.Tensor) -> tf.Tensor:
-    x, r = halves(t)
+def _midpoint(t: tf.Tensor, axis: int) -> tf.Tensor:
+    x, r = halves(t, axis)
     return (x + r) / 2
 
 
@@ -108,10 +70,13 @@ def plan(op: tf.Operation, varying: tuple[bool, ...]):
     reason = _pairing_refusal(op, varying)
     if reason:
         return Refusal(reason)
-    return KEEP if sum(varying) == 1 else APPLY  # an Einsum op takes at most two operands
+    if sum(varying) == 1:
+        return KEEP  # linear (an Einsum op takes at most two operands)
+    unreadable = [reading_refusal(t, _operand_name(op, i), leading=False) for i, t in enumerate(op.inputs) if varying[i]]
+    return Refusal(next(r for r in unreadable if r)) if any(unreadable) else APPLY
 
 
-@rule(*LABELS, family="bilinear", plan=plan)
+@rule(*PRODUCT_LABELS, family="bilinear", plan=plan, rows=ANY_ROWS)
 def bilinear(op: tf.Operation, grad: tf.Tensor):
     """one operand varying: m = ∂out/∂in (linear); both: m_A = ∂out/∂A at B̄ = (B + rB)/2,
     m_B = ∂out/∂B at Ā (exact: ΔA·B̄ + Ā·ΔB = AB − rA·rB)."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import reapply
-from tfshap.pair import close, derivative, halves, operand_halves, ratio, varying_inputs
+from tfshap.pair import derivative, halves, operand_halves, secant, varying_inputs
 from tfshap.registry import two_operand
 
 
 @two_operand("Maximum", "Minimum", "Pow", "Atan2", family="binary")
 @two_operand("DivNoNan", family="binary", linear_when="numerator")
 def shapley(op: tf.Operation):
-    """φa = ½[g(a, rb) − g(ra, rb)] + ½[g(a, b) − g(ra, b)]; m = φ / Δ; slope at the midpoint where Δ ≈ 0."""
+    """φa = ½[g(a, rb) − g(ra, rb)] + ½[g(a, b) − g(ra, b)]; m = φ / Δ; slope at the midpoint where Δ ≈ 0 (or φ is
+    below g's rounding either way)."""
     va, vb = varying_inputs(op)
     a, ra = operand_halves(op, 0)
     b, rb = operand_halves(op, 1)
@@ -25,17 +26,18 @@ def shapley(op: tf.Operation):
     g_ab, g_rr = halves(op.outputs[0])
     g_a_rb, g_ra_b = g(a, rb), g(ra, b)
     shape = tf.shape(g_ab)
+    scale = tf.reduce_max(tf.abs(tf.stack([g_ab, g_rr, g_a_rb, g_ra_b])), 0)  # the rounding of g
     m_a = m_b = None
     if va:
         phi_a = 0.5 * (g_a_rb - g_rr) + 0.5 * (g_ab - g_ra_b)
         mid = tf.broadcast_to((a + ra) / 2, shape)
         slope = 0.5 * (derivative(g, mid, rb) + derivative(g, mid, b))
-        m_a = ratio(phi_a, tf.broadcast_to(a - ra, shape), tf.broadcast_to(close(a, ra), shape), slope)
+        m_a = secant(phi_a, tf.broadcast_to(a, shape), tf.broadcast_to(ra, shape), slope, scale)
     if vb:
         phi_b = 0.5 * (g_ra_b - g_rr) + 0.5 * (g_ab - g_a_rb)
         mid = tf.broadcast_to((b + rb) / 2, shape)
         slope = 0.5 * (derivative(g, ra, mid, wrt=1) + derivative(g, a, mid, wrt=1))
-        m_b = ratio(phi_b, tf.broadcast_to(b - rb, shape), tf.broadcast_to(close(b, rb), shape), slope)
+        m_b = secant(phi_b, tf.broadcast_to(b, shape), tf.broadcast_to(rb, shape), slope, scale)
     return m_a, m_b
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfshap.registry import KEEP, Refusal, linear, rule
+from tfshap.registry import ANY_ROWS, KEEP, Refusal, linear, rule
 from tfshap.rewrite import called_copy
 
 linear("While", "StatelessWhile", family="control_flow", doc="m flows through the body's rules, iteration by iteration")
@@ -35,7 +35,7 @@ linear("If", "StatelessIf", "Case", "StatelessCase", family="control_flow", plan
        doc="m flows through the rules of the branch taken")
 
 
-@rule("PartitionedCall", "StatefulPartitionedCall", family="control_flow")
+@rule("PartitionedCall", "StatefulPartitionedCall", family="control_flow", rows=ANY_ROWS)  # the copy's rules read them
 def inlined_call(op: tf.Operation, *grads):
     """m flows through the rules of a private copy of the called function"""
     copy = called_copy(op)

@@ -1,7 +1,8 @@
 """Unary elementwise nonlinearities: the rescale rule.
 
-``m = (f(x) - f(r)) / (x - r)``, and ``f'((x + r) / 2)`` where ``x`` and ``r`` are equal up to
-rounding, so that ``m · Δx = Δf`` exactly and ``x == r`` gives the true gradient.
+``m = (f(x) - f(r)) / (x - r)``, and ``f'((x + r) / 2)`` where that gives the same ``Δf`` to
+rounding (:func:`tfshap.pair.secant`), so that ``m · Δx = Δf`` exactly and ``x == r`` gives the
+true gradient.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfshap.graph import reapply
-from tfshap.pair import close, derivative, halves, ratio
+from tfshap.pair import derivative, halves, secant
 from tfshap.registry import unary
 
 RESCALE_OPS = (
@@ -24,11 +25,11 @@ RESCALE_OPS = (
 
 @unary(*RESCALE_OPS, family="elementwise")
 def rescale(op: tf.Operation) -> tf.Tensor:
-    """m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ≈ r."""
+    """m = (f(x) - f(r)) / (x - r); f'((x + r) / 2) where x ≈ r (or Δf below f's rounding either way)."""
     x, r = halves(op.inputs[0])
     fx, fr = halves(op.outputs[0])
     slope_at_midpoint = derivative(lambda t: reapply(op, t), (x + r) / 2)
-    return ratio(fx - fr, x - r, close(x, r), slope_at_midpoint)
+    return secant(fx - fr, x, r, slope_at_midpoint, tf.maximum(tf.abs(fx), tf.abs(fr)))
 
 
 @unary("Relu", family="elementwise")

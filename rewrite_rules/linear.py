@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfshap.batch_axis import reading_refusal, row_axis, rows_refusal
 from tfshap.graph import batch_axis_refusal, reapply
 from tfshap.pair import assert_same_for_sample_and_reference, derivative_along, varying_inputs
-from tfshap.registry import APPLY, KEEP, NOT_DIFFERENTIABLE, Refusal, linear, lookup, rule
+from tfshap.registry import ANY_ROWS, APPLY, KEEP, NOT_DIFFERENTIABLE, Refusal, linear, lookup, rule
 
 # Linear in every input.
 linear(
@@ -41,9 +42,7 @@ def _roll_refusal(op: tf.Operation) -> str | None:
     axes, rank = tf.get_static_value(op.inputs[2]), op.inputs[0].shape.rank
     if axes is None or rank is None:
         return "its axes or its input rank are not known when tracing"
-    if 0 in {int(a) % rank for a in np.atleast_1d(axes)}:
-        return "it rolls along the batch axis, which mixes samples with references"
-    return None
+    return rows_refusal(op.inputs[0], {int(a) % rank for a in np.atleast_1d(axes)}, "it rolls along")
 
 
 # tf.roll moves values: linear in its input; the shift and the axes must not vary.
@@ -57,7 +56,7 @@ def _innermost(n: int):
         rank = op.inputs[0].shape.rank
         if rank is None:
             return "its input rank is not known when tracing"
-        return f"it transforms the innermost {n} axes, which include the batch axis" if rank <= n else None
+        return rows_refusal(op.inputs[0], range(rank - n, rank), f"it transforms the innermost {n} axes, which include")
 
     return refusal
 
@@ -77,7 +76,7 @@ linear("Conv2DBackpropInput", "Conv3DBackpropInputV2", inputs=(2,), doc="m = ∂
 # forward ops carry the rules, so the gradient must flow through the IdentityN unchanged.
 # stop_gradient is the identity in the forward function that is being explained. Snapshot
 # is the identity too, and TensorFlow registers no gradient for it.
-@rule("IdentityN", "StopGradient", "PreventGradient", "Snapshot", family="linear")
+@rule("IdentityN", "StopGradient", "PreventGradient", "Snapshot", family="linear", rows=ANY_ROWS)
 def pass_through(op: tf.Operation, *grads):
     """m = 1 (identity in the forward pass)"""
     return list(grads)
@@ -107,13 +106,16 @@ def _gather_plan(op: tf.Operation, varying: tuple[bool, ...]):
                        "different entries: not linear in them")
     if op.graph is not tf.compat.v1.get_default_graph():
         return Refusal("its indices vary with the explained inputs inside a loop body, where they cannot be checked")
+    unreadable = reading_refusal(op.inputs[1], "indices", leading=False)
+    if unreadable:
+        return Refusal(unreadable)
     # Integer indices from an input beside the attributed layer (segment ids, positions) or
     # computed from the inputs: a mask. The check is added to the traced function itself.
-    assert_same_for_sample_and_reference(op, op.inputs[1])
+    assert_same_for_sample_and_reference(op, op.inputs[1], row_axis(op.inputs[1]))
     return APPLY
 
 
-@rule("Gather", "GatherV2", "GatherNd", "ResourceGather", family="linear", plan=_gather_plan,
+@rule("Gather", "GatherV2", "GatherNd", "ResourceGather", family="linear", plan=_gather_plan, rows=ANY_ROWS,
       xla_inexact="its indices are checked at run time (Assert ops), which XLA drops")
 def gather(op: tf.Operation, grad: tf.Tensor):
     """m = ∂out/∂params; indices that vary must be the same for sample and reference (checked)"""

@@ -13,13 +13,18 @@ kept as they are; what matters is where a mask re-enters float arithmetic:
   did, the jump cannot be attributed and explaining stops with
   :class:`tfshap.MaskMismatchError`;
 * a ``Cast`` of a mask to a float (a mask multiplying a value): it must be the same for the
-  sample and its reference, checked at run time, with the same error otherwise.
+  sample and its reference, checked at run time, with the same error otherwise;
+* a ``OneHot`` of integer indices that vary (a mixture of experts routing each token to the
+  experts of its top-k router scores): where a sample and its reference pick the same
+  indices, the one-hot output is the same for both and passes nothing back; that is checked
+  at run time, with the same error where they do not.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from tfshap.batch_axis import reading_refusal, row_axis
 from tfshap.errors import MISMATCH_MARKER
 from tfshap.graph import batch_axis_refusal
 from tfshap.pair import (
@@ -29,10 +34,11 @@ from tfshap.pair import (
     halves,
     on_foreground,
     ratio,
+    rows_along,
     unbroadcast,
     varying_inputs,
 )
-from tfshap.registry import APPLY, KEEP, Refusal, linear, rule
+from tfshap.registry import ALIGNED_ROWS, ANY_ROWS, APPLY, KEEP, Refusal, linear, rule
 
 #: Why ``jit_compile=True`` is refused wherever a mask is checked.
 CHECKED_AT_RUN_TIME = "its mask is checked at run time (Assert ops), which XLA drops"
@@ -76,10 +82,11 @@ def _select_plan(op: tf.Operation, varying: tuple[bool, ...]):
     return APPLY
 
 
-@rule("Select", "SelectV2", family="mask", plan=_select_plan, xla_inexact=CHECKED_AT_RUN_TIME)
+@rule("Select", "SelectV2", family="mask", plan=_select_plan, xla_inexact=CHECKED_AT_RUN_TIME, rows=ALIGNED_ROWS)
 def switching_select(op: tf.Operation, grad: tf.Tensor):
     """m = ∂out/∂branch where the condition agrees; where it switches, m = Δy / Δbranch through one branch"""
-    m_then, m_else, check = _select_multipliers(op)
+    with rows_along(op):
+        m_then, m_else, check = _select_multipliers(op)
     with tf.control_dependencies([check]):
         then_grad, else_grad = m_then * grad, m_else * grad
     flags = varying_inputs(op)
@@ -99,14 +106,36 @@ def _cast_plan(op: tf.Operation, varying: tuple[bool, ...]):
     # function itself, whose automatic control dependencies run every stateful op.
     if op.graph is not tf.compat.v1.get_default_graph():
         return Refusal(f"it casts a {source.name} mask to {target.name} inside a loop body, where it cannot be checked")
-    assert_same_for_sample_and_reference(op, op.inputs[0])
+    return _checked_mask(op, op.inputs[0], "x")
+
+
+def _checked_mask(op: tf.Operation, mask: tf.Tensor, name: str):
+    """APPLY, with a run-time check that a sample and its reference agree on ``mask``; or why its rows cannot be read."""
+    unreadable = reading_refusal(mask, name, leading=False)
+    if unreadable:
+        return Refusal(unreadable)
+    assert_same_for_sample_and_reference(op, mask, row_axis(mask))
     return APPLY
 
 
-@rule("Cast", family="mask", plan=_cast_plan, xla_inexact=CHECKED_AT_RUN_TIME)
+@rule("Cast", family="mask", plan=_cast_plan, xla_inexact=CHECKED_AT_RUN_TIME, rows=ANY_ROWS)
 def mask_to_float(op: tf.Operation, grad: tf.Tensor):
     """m = 1 float to float; a mask cast to float must be the same for sample and reference (checked)"""
     return [None]  # nothing flows back into a mask
+
+
+def _one_hot_plan(op: tf.Operation, varying: tuple[bool, ...]):
+    if any(varying[1:]):
+        return Refusal("its depth, on value or off value varies with the explained inputs")
+    if op.graph is not tf.compat.v1.get_default_graph():
+        return Refusal("its indices vary with the explained inputs inside a loop body, where they cannot be checked")
+    return _checked_mask(op, op.inputs[0], "indices")
+
+
+@rule("OneHot", family="mask", plan=_one_hot_plan, xla_inexact=CHECKED_AT_RUN_TIME, rows=ANY_ROWS)
+def one_hot(op: tf.Operation, grad: tf.Tensor):
+    """indices that vary (routing): the same for sample and reference (checked), so the one-hot output does too: m = 0"""
+    return [None] * len(op.inputs)  # nothing flows back into indices, nor into the constant depth and values
 
 
 linear(*COMPARISONS, *LOGICAL, family="mask", doc="a mask: no gradient; checked where it meets floats")

@@ -35,9 +35,19 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tfshap.batch_axis import apply_refusal, reading_refusal, row_axis, rows_refusal
 from tfshap.graph import batch_axis_refusal, reduced_axes
-from tfshap.pair import cached_multipliers, close, foreground, halves, on_foreground, ratio
-from tfshap.registry import APPLY, DEFAULT_RULES, Refusal, rule
+from tfshap.pair import (
+    assert_same_for_sample_and_reference,
+    cached_multipliers,
+    foreground,
+    halves,
+    on_foreground,
+    ratio,
+    same_to_rounding,
+)
+from tfshap.registry import ANY_ROWS, APPLY, DEFAULT_RULES, LEADING_ROWS, Refusal, rule
+from tfshap.rewrite import reaches_targets
 
 #: The largest window (inputs per maximum) that gets the Shapley split; larger ones get cross-max.
 #: Its work grows as w² per window and its graph as w²/2 pairs: on 4M inputs, alone, it takes about
@@ -134,7 +144,7 @@ def shapley_max_multipliers(x: tf.Tensor, r: tf.Tensor, valid: np.ndarray | None
     phi = rises * tf.stack(credit_sum, -1) - falls * tf.stack(debit_sum, -1)
     candidates = x if valid is None else tf.where(valid, x, tf.fill(tf.shape(x), tf.constant(-np.inf, dtype)))
     gradient = tf.one_hot(tf.argmax(candidates, -1), w, dtype=dtype)
-    m = ratio(phi, x - r, close(x, r) | tf.equal(x, r), gradient)
+    m = ratio(phi, x - r, same_to_rounding(x, r) | tf.equal(x, r), gradient)  # φ/Δ lies in [0, 1]: no unit scale
     return tf.cast(m, out_dtype)
 
 
@@ -231,28 +241,49 @@ def _top_k_plan(op: tf.Operation, varying: tuple[bool, ...]):
     k = tf.get_static_value(op.inputs[1])
     if varying[1]:
         return Refusal("its k varies with the explained inputs")
+    if not reaches_targets(op.outputs[0]):
+        return _indices_only_plan(op)
     if k != 1:
         k_text = "unknown when compiling" if k is None else f"= {k}"
         return Refusal(
             f"top_k with k {k_text} (tf.sort, tf.math.top_k) returns order statistics: no exact rule "
             "assigns their change to the inputs whose order decides them; only k = 1, the maximum, is exact"
         )
-    if op.inputs[0].shape.rank is None or op.inputs[0].shape.rank < 2:
-        return Refusal("its last axis is the batch axis, or its rank is unknown")
+    rank = op.inputs[0].shape.rank
+    if rank is None:
+        return Refusal("its input rank is not known when tracing")
+    reason = rows_refusal(op.inputs[0], [rank - 1], "it takes the maximum along") or apply_refusal(op, varying, LEADING_ROWS)
+    return Refusal(reason) if reason else APPLY
+
+
+def _indices_only_plan(op: tf.Operation):
+    """Only the indices are used (a mixture of experts routing tokens): a mask, checked at run time."""
+    if op.graph is not tf.compat.v1.get_default_graph():
+        return Refusal("its indices vary with the explained inputs inside a loop body, where they cannot be checked")
+    rank = op.inputs[0].shape.rank
+    reason = rows_refusal(op.inputs[0], [rank - 1], "it ranks along") if rank is not None else "its rank is unknown"
+    reason = reason or reading_refusal(op.outputs[1], "indices", leading=False)
+    if reason:
+        return Refusal(reason)
+    assert_same_for_sample_and_reference(op, op.outputs[1], row_axis(op.outputs[1]))
     return APPLY
 
 
-@rule("TopKV2", family="pooling", plan=_top_k_plan, xla_inexact=XLA_MOVES_WINNERS,
-      doc=f"k = 1: {RULE_DOC}, over the last axis; k > 1 refused")
+_TOP_K_DOC = "; only the indices used (routing): the same for sample and reference (checked), m = 0"
+_XLA_TOP_K = f"{XLA_MOVES_WINNERS}; its indices, where only they are used, are checked at run time (Assert ops)"
+
+
+@rule("TopKV2", family="pooling", plan=_top_k_plan, xla_inexact=_XLA_TOP_K, rows=ANY_ROWS,
+      doc=f"k = 1: {RULE_DOC}, over the last axis; k > 1 refused{_TOP_K_DOC}")
 def top_1(op: tf.Operation, grad_values: tf.Tensor, grad_indices: tf.Tensor):
-    """k = 1: the max over the last axis, as for Max; k > 1 refused."""
-    return [_reduction_gradient(op, grad_values, DEFAULT_RULES), None]
+    """k = 1: the max over the last axis, as for Max; k > 1 refused; only the indices used: a checked mask."""
+    return [_reduction_gradient(op, grad_values, DEFAULT_RULES), None]  # indices only: never on a gradient's path
 
 
-@rule("TopKV2", family="pooling", plan=_top_k_plan, xla_inexact=XLA_MOVES_WINNERS, rules=CROSS_MAX_RULES,
-      doc=f"k = 1: {CROSS_MAX_DOC}, over the last axis; k > 1 refused")
+@rule("TopKV2", family="pooling", plan=_top_k_plan, xla_inexact=_XLA_TOP_K, rules=CROSS_MAX_RULES, rows=ANY_ROWS,
+      doc=f"k = 1: {CROSS_MAX_DOC}, over the last axis; k > 1 refused{_TOP_K_DOC}")
 def top_1_cross(op: tf.Operation, grad_values: tf.Tensor, grad_indices: tf.Tensor):
-    """k = 1: cross-max over the last axis; k > 1 refused."""
+    """k = 1: cross-max over the last axis; k > 1 refused; only the indices used: a checked mask."""
     return [_reduction_gradient(op, grad_values, CROSS_MAX_RULES), None]
 
 

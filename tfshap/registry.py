@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from .pair import cached_multipliers, on_foreground, unbroadcast, varying_inputs
+from .pair import cached_multipliers, on_foreground, rows_along, unbroadcast, varying_inputs
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,12 @@ DEFAULT_RULES = "default"
 
 LINEAR_DOC = "m = ∂out/∂in (linear)"
 
+#: How a rule's gradient reads the rows of the paired batch (see :mod:`tfshap.batch_axis`): along
+#: axis 0 only (refused where the rewrite tracked a varying input's rows elsewhere), along the
+#: axis its varying inputs share counted from the end (elementwise rules, wherever that axis is),
+#: or as its plan found them (a plan that checks the layout itself, or a rule that reads no rows).
+LEADING_ROWS, ALIGNED_ROWS, ANY_ROWS = "leading", "aligned", "any"
+
 
 def always(op: tf.Operation, varying: tuple[bool, ...]) -> Plan:
     """The plan of a rule that treats every use of its op types."""
@@ -71,7 +77,8 @@ class Rule:
     """How one op type is treated, in one rule set.
 
     ``xla_inexact`` says why XLA would make the rule's gradient wrong (``jit_compile=True``
-    is refused wherever the rule is applied), or is None.
+    is refused wherever the rule is applied), or is None. ``rows`` says how its gradient reads
+    the rows (:data:`LEADING_ROWS`, :data:`ALIGNED_ROWS` or :data:`ANY_ROWS`).
     """
 
     op_type: str
@@ -81,6 +88,7 @@ class Rule:
     gradient: str | None = None
     rules: str = DEFAULT_RULES
     xla_inexact: str | None = None
+    rows: str = LEADING_ROWS
 
     def decide(self, op: tf.Operation, varying: tuple[bool, ...]) -> Decision:
         """The plan for ``op``, with :data:`APPLY` resolved to the registered gradient."""
@@ -135,18 +143,18 @@ def _doc_of(fn: Callable | None, doc: str | None) -> str:
 
 
 def rule(*op_types: str, family: str, plan: PlanFn = always, rules: str = DEFAULT_RULES,
-         xla_inexact: str | None = None, doc: str | None = None):
+         xla_inexact: str | None = None, doc: str | None = None, rows: str = LEADING_ROWS):
     """Decorator: ``fn(op, *grads) -> list of input gradients`` is the rule for ``op_types``.
 
     ``fn`` sees the paired batch (see :mod:`tfshap.pair`) and is registered with
     ``tf.RegisterGradient`` once, under tfshap's own name. Its docstring's first line is
-    the formula that ``tfshap rules`` prints.
+    the formula that ``tfshap rules`` prints. ``rows`` says how it reads the rows.
     """
 
     def register(fn: Callable) -> Callable:
         for op_type in op_types:
             name = _register_gradient(gradient_name(family, op_type, rules), fn)
-            _add(Rule(op_type, family, _doc_of(fn, doc), plan, name, rules, xla_inexact), replace=False)
+            _add(Rule(op_type, family, _doc_of(fn, doc), plan, name, rules, xla_inexact, rows), replace=False)
         return fn
 
     return register
@@ -183,17 +191,22 @@ def unary(*op_types: str, family: str, plan: PlanFn = always, rules: str = DEFAU
     """Decorator: ``multiplier(op) -> m`` of input 0, shaped like its foreground rows.
 
     The helper caches ``m`` once per op and graph, puts it on the foreground rows, and
-    returns no gradient for the other inputs.
+    returns no gradient for the other inputs. The rule is elementwise: it reads the rows
+    wherever they lie (:func:`tfshap.pair.rows_along`).
     """
 
     def register(multiplier: Callable) -> Callable:
-        cached = cached_multipliers(lambda op: on_foreground(multiplier(op)))
+        def on_rows(op):
+            with rows_along(op):
+                return on_foreground(multiplier(op))
+
+        cached = cached_multipliers(on_rows)
 
         def gradient(op: tf.Operation, grad: tf.Tensor, *unused):
             return [cached(op) * grad] + [None] * (len(op.inputs) - 1)
 
         gradient.__doc__ = multiplier.__doc__
-        rule(*op_types, family=family, plan=plan, rules=rules)(gradient)
+        rule(*op_types, family=family, plan=plan, rules=rules, rows=ALIGNED_ROWS)(gradient)
         return multiplier
 
     return register
@@ -206,7 +219,8 @@ def two_operand(*op_types: str, family: str, linear_when: str = "never", rules: 
     ``"one"`` (only one operand varies: ``a · b``), ``"numerator"`` (only ``a`` varies:
     ``a / b``) or ``"never"``. The helper caches the multipliers, puts them on the
     foreground rows, un-broadcasts each to its operand's shape, and gives a constant
-    operand no gradient (``multipliers`` may return None for it).
+    operand no gradient (``multipliers`` may return None for it). Like :func:`unary`, it
+    reads the rows wherever they lie.
     """
 
     def plan(op: tf.Operation, varying: tuple[bool, ...]) -> Plan:
@@ -217,7 +231,9 @@ def two_operand(*op_types: str, family: str, linear_when: str = "never", rules: 
 
     def register(multipliers: Callable) -> Callable:
         def on_rows(op):
-            return [None if m is None or not flag else on_foreground(m) for m, flag in zip(multipliers(op), varying_inputs(op))]
+            with rows_along(op):
+                return [None if m is None or not flag else on_foreground(m)
+                        for m, flag in zip(multipliers(op), varying_inputs(op))]
 
         cached = cached_multipliers(on_rows)
 
@@ -225,7 +241,7 @@ def two_operand(*op_types: str, family: str, linear_when: str = "never", rules: 
             return [None if m is None else unbroadcast(m * grad, tf.shape(op.inputs[i])) for i, m in enumerate(cached(op))]
 
         gradient.__doc__ = multipliers.__doc__
-        rule(*op_types, family=family, plan=plan, rules=rules)(gradient)
+        rule(*op_types, family=family, plan=plan, rules=rules, rows=ALIGNED_ROWS)(gradient)
         return multipliers
 
     return register

@@ -8,7 +8,9 @@ the bytes of varying activations per row.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from . import _tf_private, precision, registry
+from . import _tf_private, batch_axis, precision, registry
 from .errors import CompileError, OpProblem, UnsupportedOpError
 from .graph import (
     BRANCH_OPS,
@@ -28,7 +30,7 @@ from .graph import (
     varying_loop_vars,
     varying_tensors,
 )
-from .pair import mark_varying
+from .pair import mark_rows, mark_varying
 
 
 @dataclass
@@ -78,7 +80,9 @@ def rewrite_traced(traced, paired: list[tf.Tensor], layer_of: Callable[[str], st
         sources, masks = paired, []
     else:
         sources, masks = attributed, masks_beside_layer(ops, paired, attributed, y, traced.attributed_layer)
-    report = rewrite(ops, [*sources, *masks], [y], layer_of, rule_set)
+    # The masks are computed inside the graph: how many entries of their axis 0 a row owns is not known.
+    layouts = [batch_axis.Rows(0)] * len(sources) + [batch_axis.Rows(0, per_row=None)] * len(masks)
+    report = rewrite(ops, [*sources, *masks], [y], layer_of, rule_set, layouts)
     return Rewritten(y, list(sources), report, activation_bytes_per_row(ops, sources),
                      precision.compute_dtype(ops, sources, y.dtype))
 
@@ -140,15 +144,17 @@ def rewrite(
     targets: Sequence[tf.Tensor],
     layer_of: Callable[[str], str | None] = lambda name: None,
     rule_set: str = registry.DEFAULT_RULES,
+    layouts: Sequence | None = None,
 ) -> RewriteReport:
     """Install rules on ``ops`` (topologically ordered) for explaining ``targets`` by ``sources``.
 
-    Raises :class:`UnsupportedOpError` naming every op type on the path without an exact
-    treatment, before anything runs.
+    ``layouts`` says where the rows of each source lie (:mod:`tfshap.batch_axis`; default:
+    along axis 0, one entry per row). Raises :class:`UnsupportedOpError` naming every op type
+    on the path without an exact treatment, before anything runs.
     """
     report = RewriteReport()
     problems: dict[str, list[tuple[tf.Operation, str]]] = defaultdict(list)
-    _rewrite_graph(ops, sources, targets, report, problems, rule_set)
+    _rewrite_graph(ops, sources, targets, report, problems, rule_set, layouts)
     if problems:
         raise UnsupportedOpError(
             OpProblem(op_type, len(found), found[0][0].name, layer_of(found[0][0].name), found[0][1])
@@ -157,37 +163,71 @@ def rewrite(
     return report
 
 
-def _rewrite_graph(ops, sources, targets, report: RewriteReport, problems, rule_set: str) -> None:
-    """Plan every op of one graph on the path from ``sources`` to ``targets``; recurse into loop bodies."""
+def _rewrite_graph(ops, sources, targets, report: RewriteReport, problems, rule_set: str, layouts=None) -> None:
+    """Plan every op of one graph on the path from ``sources`` to ``targets``; recurse into loop bodies.
+
+    Where the rows of each varying tensor lie is tracked first (:mod:`tfshap.batch_axis`), for the plans.
+    """
     varying = varying_tensors(ops, sources)
     reaching = reaching_tensors(ops, targets)
-    for op in ops:
-        flags = tuple(t.ref() in varying for t in op.inputs)
-        if not any(flags) or not any(t.ref() in reaching for t in op.outputs):
-            continue
-        if op.type in registry.NOT_DIFFERENTIABLE:
-            continue
-        rule = registry.lookup(op.type, rule_set)
-        if rule is None:
-            problems[op.type].append((op, "no rule is registered"))
-            continue
-        decision = rule.decide(op, flags)
-        if isinstance(decision, registry.Refusal):
-            problems[op.type].append((op, decision.reason))
-            continue
-        nested = (report, problems, rule_set)
-        if op.type in WHILE_OPS:
-            _rewrite_loop_body(op, flags, reaching, *nested)
-        elif op.type in BRANCH_OPS:
-            _rewrite_branches(op, flags, reaching, *nested)
-        elif op.type in CALL_OPS:
-            _rewrite_called_function(op, flags, reaching, *nested)
-        if isinstance(decision, registry.Override):
-            mark_varying(op, flags)
-            _tf_private.override_gradient(op, decision.gradient)
-            if rule.xla_inexact:
-                report.xla_inexact[op.type] = rule.xla_inexact
-        report.used[(rule.family, op.type)] += 1
+    with batch_axis.tracked(batch_axis.track(ops, sources, varying, layouts)), _reaching(reaching):
+        for op in ops:
+            flags = tuple(t.ref() in varying for t in op.inputs)
+            if not any(flags) or not any(t.ref() in reaching for t in op.outputs):
+                continue
+            if op.type in registry.NOT_DIFFERENTIABLE:
+                continue
+            rule = registry.lookup(op.type, rule_set)
+            if rule is None:
+                problems[op.type].append((op, "no rule is registered"))
+                continue
+            _plan_op(op, flags, rule, reaching, report, problems, rule_set)
+
+
+_planning = threading.local()
+
+
+@contextlib.contextmanager
+def _reaching(reaching: set):
+    previous = getattr(_planning, "reaching", None)
+    _planning.reaching = reaching
+    try:
+        yield
+    finally:
+        _planning.reaching = previous
+
+
+def reaches_targets(t: tf.Tensor) -> bool:
+    """Whether the explained output is computed from ``t``, in the graph being planned now (True outside a rewrite)."""
+    reaching = getattr(_planning, "reaching", None)
+    return reaching is None or t.ref() in reaching
+
+
+def _plan_op(op, flags, rule, reaching, report: RewriteReport, problems, rule_set: str) -> None:
+    """Ask ``rule`` for ``op``'s plan, check that a gradient it installs can read the rows, and install it."""
+    decision = rule.decide(op, flags)
+    if isinstance(decision, registry.Override):
+        reason = batch_axis.apply_refusal(op, flags, rule.rows)
+        decision = registry.Refusal(reason) if reason else decision
+    if isinstance(decision, registry.Refusal):
+        problems[op.type].append((op, decision.reason))
+        return
+    nested = (report, problems, rule_set)
+    if op.type in WHILE_OPS:
+        _rewrite_loop_body(op, flags, reaching, *nested)
+    elif op.type in BRANCH_OPS:
+        _rewrite_branches(op, flags, reaching, *nested)
+    elif op.type in CALL_OPS:
+        _rewrite_called_function(op, flags, reaching, *nested)
+    if isinstance(decision, registry.Override):
+        mark_varying(op, flags)
+        axes = batch_axis.row_axes(op, flags)
+        if axes is not None:
+            mark_rows(op, axes)
+        _tf_private.override_gradient(op, decision.gradient)
+        if rule.xla_inexact:
+            report.xla_inexact[op.type] = rule.xla_inexact
+    report.used[(rule.family, op.type)] += 1
 
 
 def _rewrite_loop_body(op, flags, reaching, report, problems, rule_set) -> None:
@@ -211,6 +251,7 @@ def _rewrite_loop_body(op, flags, reaching, report, problems, rule_set) -> None:
         report,
         problems,
         rule_set,
+        [batch_axis.layout_of(op.inputs[i]) for i in sorted(loop_vars)],
     )
 
 
@@ -230,6 +271,7 @@ def _rewrite_branches(op, flags, reaching, report, problems, rule_set) -> None:
             report,
             problems,
             rule_set,
+            [batch_axis.layout_of(op.inputs[i + 1]) for i in varying],
         )
 
 
@@ -259,6 +301,7 @@ def _rewrite_called_function(op, flags, reaching, report, problems, rule_set) ->
         report,
         problems,
         rule_set,
+        [batch_axis.layout_of(t) for t, v in zip(op.inputs, flags) if v],
     )
 
 

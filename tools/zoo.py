@@ -109,6 +109,8 @@ class Hub:
     #: Rebuilt with static sequence lengths (keras-hub's layer cannot be traced with an unknown one).
     static: bool = False
     note: str = ""
+    #: Applied to the built model (float32; the float64 one copies its weights), e.g. to set a router.
+    prepare: Callable | None = None
 
 
 _SUM_NOTE = ("at the sum of the token, position and segment embeddings (`{layer}`): at `token_embedding` the "
@@ -125,10 +127,28 @@ _DECODER = dict(_TOKENS, num_query_heads=2, num_key_value_heads=1)
 _IMAGE = (32, 32, 3)
 
 
-def _tokens(attributed="token_embedding", note="", static=False, **kwargs) -> Hub:
+def _tokens(attributed="token_embedding", note="", static=False, prepare=None, **kwargs) -> Hub:
     if static:
         note = "; ".join(filter(None, [note, _STATIC]))
-    return Hub("tokens", kwargs, attributed=attributed, note=note.format(layer=attributed), static=static)
+    return Hub("tokens", kwargs, attributed=attributed, note=note.format(layer=attributed), static=static,
+               prepare=prepare)
+
+
+#: The weights of the mixtures of experts' routers, by the end of their names.
+_ROUTERS = ("sparse_feedforward_gate_dense/kernel", "router_dense/kernel", "router_dense/bias", "router_gate/kernel")
+_ROUTED = ("its router's weights set to zero, so that every token goes to expert 0 in every row and a sample and its "
+           "reference route alike (with random router weights the tokens of a sample and of a background row go to "
+           "different experts, and explaining raises MaskMismatchError, as it must: a switch of experts has no "
+           "exact DeepSHAP split)")
+
+
+def _route_to_expert_0(model) -> None:
+    """Zero every router weight: equal scores, and top-k takes the first expert for every token."""
+    routers = [w for w in model.weights if w.path.endswith(_ROUTERS)]
+    if not routers:
+        raise ValueError("no router weights found: expected a name ending in one of " + ", ".join(_ROUTERS))
+    for weight in routers:
+        weight.assign(np.zeros(weight.shape, weight.dtype))
 
 
 def _seq2seq(attributed: str, note: str, **kwargs) -> Hub:
@@ -257,25 +277,27 @@ HUB: dict = {
     "GemmaBackbone": _tokens(**_DECODER, head_dim=8),
     "Gemma3Backbone": _tokens(note=_TEXT_ONLY, **_DECODER, head_dim=8, image_size=16, vision_encoder=None),
     "Gemma4Backbone": _tokens(note=_TEXT_ONLY, **_DECODER, head_dim=8, image_size=16, vision_encoder=None),
-    "GptOssBackbone": _tokens(**_DECODER, num_experts=2, top_k=1),
+    "GptOssBackbone": _tokens(note=_ROUTED, prepare=_route_to_expert_0, **_DECODER, num_experts=2, top_k=1),
     "LlamaBackbone": _tokens(**_DECODER),
     "Llama3Backbone": _tokens(**_DECODER),
     "MistralBackbone": _tokens(**_DECODER),
-    "MixtralBackbone": _tokens(**_DECODER, num_experts=2, top_k=1),
+    "MixtralBackbone": _tokens(note=_ROUTED, prepare=_route_to_expert_0, **_DECODER, num_experts=2, top_k=1),
     "OPTBackbone": _tokens("embeddings", _ONE_LAYER_NOTE, **_TOKENS, num_heads=2, max_sequence_length=SEQUENCE),
     "Phi3Backbone": _tokens(**_DECODER),
     "QwenBackbone": _tokens(**_DECODER),
-    "QwenMoeBackbone": _tokens(**_DECODER, moe_intermediate_dim=16, shared_expert_intermediate_dim=16, num_experts=2,
-                               top_k=1),
+    "QwenMoeBackbone": _tokens(note=_ROUTED, prepare=_route_to_expert_0, **_DECODER, moe_intermediate_dim=16,
+                               shared_expert_intermediate_dim=16, num_experts=2, top_k=1),
     "Qwen3Backbone": _tokens(**_DECODER, head_dim=8),
-    "Qwen3MoeBackbone": _tokens(**_DECODER, moe_intermediate_dim=16, num_experts=2, top_k=1, head_dim=8),
+    "Qwen3MoeBackbone": _tokens(note=_ROUTED, prepare=_route_to_expert_0, **_DECODER, moe_intermediate_dim=16,
+                                num_experts=2, top_k=1, head_dim=8),
     "Qwen3_5Backbone": _tokens(static=True, note="one linear-attention layer and one full-attention layer, " + _TEXT_ONLY,
                                **dict(_DECODER, num_layers=2), head_dim=8,
                                layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
                                linear_num_value_heads=2, linear_key_head_dim=4, linear_value_head_dim=4,
                                linear_conv_kernel_dim=4),
-    "Qwen3_5MoeBackbone": _tokens(static=True, note="one linear-attention layer and one full-attention layer, " + _TEXT_ONLY,
-                                  **dict(_DECODER, num_layers=2), head_dim=8, moe_intermediate_dim=16,
+    "Qwen3_5MoeBackbone": _tokens(static=True, prepare=_route_to_expert_0,
+                                  note="one linear-attention layer and one full-attention layer, " + _TEXT_ONLY + "; "
+                                  + _ROUTED, **dict(_DECODER, num_layers=2), head_dim=8, moe_intermediate_dim=16,
                                   shared_expert_intermediate_size=16, num_experts=2, top_k=1,
                                   layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
                                   linear_num_value_heads=2, linear_key_head_dim=4, linear_value_head_dim=4,
@@ -539,7 +561,10 @@ def hub_model(name: str, dtype: str):
             inputs, outputs = backbone.input, backbone.output
         features = spec.select(outputs) if spec.select else _features(outputs)
         head = keras.layers.Dense(HUB_CLASSES, activation="softmax", dtype=dtype, name="zoo_head")
-        return keras.Model(inputs, head(_pool(keras, features, dtype))), spec
+        model = keras.Model(inputs, head(_pool(keras, features, dtype)))
+    if spec.prepare is not None:
+        spec.prepare(model)
+    return model, spec
 
 
 def _with_fixed_inputs(keras, backbone, spec: Hub, dtype: str):

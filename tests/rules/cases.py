@@ -96,12 +96,16 @@ def _domain(domain: str, shape, rng) -> np.ndarray:
     if domain == "some_zero":  # DivNoNan denominators, about a third of them exactly 0
         values = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape)
         return np.where(rng.uniform(size=shape) < 0.35, 0.0, values)
-    if domain == "distinct":
+    if domain in ("distinct", "distinct tiny"):
         # No two values equal, foreground and reference together, spaced far beyond
         # float32 rounding: max, min and pooling have no ties to break.
         size = int(np.prod(shape))
         grid = (rng.permutation(size) + 0.5) / size * 4.0 - 2.0
-        return grid.reshape(shape)
+        return grid.reshape(shape) * (1e-7 if domain == "distinct tiny" else 1.0)
+    if domain == "small":
+        # A small variance, as rsqrt(var + eps) sees it: its changes are far below 32 ulps of 1 in
+        # float32 (3.8e-6), and far above the values' own rounding, where rsqrt is steep and curved.
+        return rng.uniform(1e-6, 4e-6, shape)
     if domain == "padded":
         # Positive values with the last step along axis 1 exactly 0 in every row: a mask
         # computed from them is the same for the foreground and the reference half.
@@ -465,6 +469,9 @@ _INCREASING = {
 }
 for _op_type, (_fn, _domain_name) in _UNARY.items():
     case(_op_type, _domain_name, _fn, A(2, 3, domain=_domain_name), expect="tfshap", monotone=_op_type in _INCREASING)
+# Small values: Δx is no rounding noise because it is below 32 ulps of 1 (float32 tracks float64).
+case("Rsqrt", "small variance", tf.math.rsqrt, A(2, 3, domain="small"), expect="tfshap")
+case("Log", "small", tf.math.log, A(2, 3, domain="small"), expect="tfshap", monotone=True)
 
 # --- two-player Shapley: binary elementwise ---------------------------------------------
 case("Mul", "both", lambda x, y: x * y, A(3), A(3), expect="tfshap")
@@ -504,6 +511,7 @@ case(
 case("Pow", "both", tf.pow, A(3, domain="positive"), A(3), expect="tfshap")
 case("Pow", "const exponent", lambda x: tf.pow(x, tf.constant(3.0, x.dtype)), A(3), expect="tfshap")
 case("Pow", "const base", lambda y: tf.pow(tf.constant(1.7, y.dtype), y), A(3), expect="tfshap")
+case("Pow", "small base, exponent -1/2", lambda x: tf.pow(x, tf.constant(-0.5, x.dtype)), A(3, domain="small"), expect="tfshap")
 case("Atan2", "both", tf.atan2, A(3), A(3), expect="tfshap")
 case("Atan2", "bcast n3 n1", tf.atan2, A(3), A(1, domain="positive"), expect="tfshap")
 
@@ -529,6 +537,9 @@ _max_case("Max", "axes 1 2", lambda x: tf.reduce_max(x, [1, 2]), 3, 4)
 _max_case("Max", "axis -1 keepdims", lambda x: tf.reduce_max(x, -1, keepdims=True), 3, 4)
 _max_case("Max", "no axes", lambda x: tf.reduce_max(x, []), 3)
 _max_case("Max", "axes 1 2 w18 cross-max", lambda x: tf.reduce_max(x, [1, 2]), 3, 6)
+case("Max", "axis 1, values near 1e-7", lambda x: tf.reduce_max(x, 1), A(3, 4, domain="distinct tiny"), expect="tfshap",
+     dtypes=("float32",),  # its differences lie below 32 ulps of 1 in float32 (3.8e-6), not in float64
+     monotone=True)
 _max_case("Min", "axis 1", lambda x: tf.reduce_min(x, 1), 3, 4)
 _max_case("Min", "axes 2 1 keepdims", lambda x: tf.reduce_min(x, [2, 1], keepdims=True), 3, 4)
 _max_case("Min", "axis 1 w20 cross-max", lambda x: tf.reduce_min(x, 1), 20)
