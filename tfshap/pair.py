@@ -28,6 +28,9 @@ ROWS_ATTR = "_tfshap_rows"
 #: ``|x - r|`` below this many ulps counts as no difference (see :func:`close` and :func:`secant`):
 #: the ratio ``Δf / Δx`` would be rounding noise, so the derivative at the midpoint is used.
 _CLOSE_ULPS = 32
+#: ``Δf`` within this many ulps of ``f`` is indistinguishable from 0: the two roundings of ``f(x)`` and
+#: ``f(r)`` and the subtraction's, each at most half an ulp (see :func:`secant`).
+_NOISE_ULPS = 2
 
 
 @dataclass(frozen=True)
@@ -217,13 +220,13 @@ def secant(delta_f: tf.Tensor, x: tf.Tensor, r: tf.Tensor, slope: tf.Tensor, f_s
     """``Δf / Δx`` with ``Δx = x − r``, or ``slope`` (the derivative at the midpoint) where it gives the same ``Δf``.
 
     The slope is taken where ``x`` and ``r`` are equal to their own rounding, or where both ``Δf``
-    and ``slope · Δx`` are below the rounding of ``f`` (``f_scale``, the largest ``|f|`` involved):
+    and ``slope · Δx`` are within the rounding of ``f`` (two ulps of ``f_scale``, the largest ``|f|`` involved):
     either way ``slope · Δx = Δf`` to rounding, and ``x == r`` gives the true gradient. Elsewhere the
     secant is exact. No unit scale is assumed: ``rsqrt(v + 1e-6)`` of a small variance ``v`` in
     float32 has ``Δv`` far below 32 ulps of 1 that its curvature makes far from ``slope · Δv``.
     """
     delta_x = x - r
-    tolerance = _CLOSE_ULPS * _eps(x.dtype) * f_scale
+    tolerance = _NOISE_ULPS * _eps(x.dtype) * f_scale
     below = (tf.abs(delta_f) <= tolerance) & (tf.abs(slope * delta_x) <= tolerance)
     return ratio(delta_f, delta_x, same_to_rounding(x, r) | below, slope)
 
