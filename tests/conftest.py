@@ -88,14 +88,19 @@ def _keras_dtype_state():
         tf_keras = sys.modules["tf_keras"]
         floatx = tf_keras.backend.floatx()
         tf_keras.backend.set_floatx("float16" if floatx != "float16" else "float32")
-        state["tf_keras policy follows floatx"] = tf_keras.mixed_precision.global_policy().name == tf_keras.backend.floatx()
+        policy = tf_keras.mixed_precision.global_policy().name
+        state["tf_keras policy follows floatx"] = policy == tf_keras.backend.floatx()
         tf_keras.backend.set_floatx(floatx)
     return state
 
 
 _DTYPE_STATE_BEFORE = pytest.StashKey[dict]()
 #: The state of a Keras just imported (a test may be the first to import one).
-_DEFAULT_DTYPE_STATE = {"tf_keras": ("float32", "float32"), "keras": ("float32", "float32"), "tf_keras policy follows floatx": True}
+_DEFAULT_DTYPE_STATE = {
+    "tf_keras": ("float32", "float32"),
+    "keras": ("float32", "float32"),
+    "tf_keras policy follows floatx": True,
+}
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -34,7 +34,9 @@ BAD = {
     "strings": (GOOD.astype(str), rf"{{what}} must be numeric, of shape {re.escape(SHAPE)}; got dtype <U"),
     "objects": (GOOD.astype(object), rf"{{what}} must be numeric, of shape {re.escape(SHAPE)}; got dtype object"),
     "complex": (GOOD.astype(complex), rf"{{what}} must be real numbers, of shape {re.escape(SHAPE)}"),
-    "nan": (_with(np.nan, (2, 0, 0, 0)), r"{what} contains 1 NaN or infinite value\(s\), in row 2; expected finite numbers"),
+    "nan": (
+        _with(np.nan, (2, 0, 0, 0)), r"{what} contains 1 NaN or infinite value\(s\), in row 2; expected finite numbers"
+    ),
     "inf": (_with(-np.inf), r"{what} contains 1 NaN or infinite value\(s\), in row 0; expected finite numbers"),
     "beyond_float32": (_with(1e300), r"{what} has 1 value\(s\) too large for the model input dtype float32"),
     "empty": (GOOD[:0], rf"{{what}} is empty: expected at least one row of shape {re.escape(SHAPE)}"),
@@ -70,8 +72,12 @@ ENTRIES = {
     "compile": ("background", lambda model, e, data: tfshap.compile(model, data)),
     "DeepExplainer": ("background", lambda model, e, data: tfshap.DeepExplainer(model, data)),
     "GradientExplainer": ("background", lambda model, e, data: tfshap.GradientExplainer(model, data)),
-    "integrated_gradients": ("background", lambda model, e, data: tfshap.compile(model, data, method="integrated_gradients")),
-    "expected_gradients": ("background", lambda model, e, data: tfshap.compile(model, data, method="expected_gradients")),
+    "integrated_gradients": (
+        "background", lambda model, e, data: tfshap.compile(model, data, method="integrated_gradients")
+    ),
+    "expected_gradients": (
+        "background", lambda model, e, data: tfshap.compile(model, data, method="expected_gradients")
+    ),
     "compile.explain": ("x", lambda model, e, data: e["compile"].explain(data)),
     "compile.shap_values": ("x", lambda model, e, data: e["compile"].shap_values(data)),
     "DeepExplainer.shap_values": ("x", lambda model, e, data: e["DeepExplainer"].shap_values(data)),
@@ -107,7 +113,10 @@ def two_input_explainers():
 
 TWO_INPUT_BAD = {
     "one_array": (lambda bg: bg[0], r"{what} must be a list of 2 arrays, one per model input; got a single ndarray"),
-    "dict": (lambda bg: {"a": bg[0], "b": bg[1]}, r"{what} must be a list of 2 arrays, one per model input; got a single dict"),
+    "dict": (
+        lambda bg: {"a": bg[0], "b": bg[1]},
+        r"{what} must be a list of 2 arrays, one per model input; got a single dict",
+    ),
     "none": (lambda bg: None, r"{what} must be a list of 2 arrays, one per model input; got a single NoneType"),
     "none_item": (lambda bg: [bg[0], None], r"{what}\[1\] must be an array of shape \(n, 2\); got NoneType"),
     "swapped": (lambda bg: [bg[1], bg[0]], r"{what}\[0\] must have shape \(n, 3\); got \(4, 2\)"),

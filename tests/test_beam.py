@@ -73,7 +73,8 @@ def models(tmp_path_factory):
         tf_keras.Input((STEPS, FEATURES)), tf_keras.layers.Masking(0.0), tf_keras.layers.Flatten(),
         tf_keras.layers.Dense(5, activation="tanh"), tf_keras.layers.Dense(3),
     ])
-    masked.save(d / "masked_tf", save_format="tf")  # a SavedModel directory loads with tf_keras (.h5 loads with Keras 3)
+    # a SavedModel directory loads with tf_keras (.h5 loads with Keras 3)
+    masked.save(d / "masked_tf", save_format="tf")
     np.save(d / "masked_bg.npy", _padded(rng, N_BACKGROUND))
     masked_rows = _padded(rng, N_ROWS)
     return {"dir": d, "two": two, "two_rows": two_rows, "masked": masked, "masked_rows": masked_rows}
@@ -192,7 +193,9 @@ def test_exported_savedmodel_explains_on_workers_that_cannot_import_tfshap(model
     rows = list(models["masked_rows"])
     bad = rows[3].copy()
     bad[-1] = 1.0  # its last step is not padding: the Masking layer's mask differs from the background's
-    handler = tb.SavedModelExplainHandler(tmp_path / "exported", min_batch_size=ROWS_PER_BATCH, max_batch_size=ROWS_PER_BATCH)
+    handler = tb.SavedModelExplainHandler(
+        tmp_path / "exported", min_batch_size=ROWS_PER_BATCH, max_batch_size=ROWS_PER_BATCH
+    )
 
     def build(p):
         results, dead = (p | beam.Create([*rows, bad]) | beam.Reshuffle()
@@ -213,7 +216,9 @@ def test_exported_savedmodel_explains_on_workers_that_cannot_import_tfshap(model
         np.testing.assert_allclose(s["outputs"], ref.outputs[i], rtol=0, atol=tol)
     failures = [_read_json(path) for path in glob.glob(str(out / "*.json"))]
     assert len(failures) == 1 and np.array_equal(failures[0]["x_0"], bad)
-    assert re.match(r"MaskMismatchError: the mask or condition used by '\w+/masking/Cast'", failures[0]["error"]), failures
+    assert re.match(
+        r"MaskMismatchError: the mask or condition used by '\w+/masking/Cast'", failures[0]["error"]
+    ), failures
 
 
 # -- the handlers without a pipeline ----------------------------------------------------------------
@@ -308,13 +313,17 @@ def test_feature_spec_forms():
 def _example(**features: np.ndarray) -> bytes:
     import tensorflow as tf
 
-    feature = {name: tf.train.Feature(float_list=tf.train.FloatList(value=row.ravel().tolist())) for name, row in features.items()}
+    feature = {
+        name: tf.train.Feature(float_list=tf.train.FloatList(value=row.ravel().tolist()))
+        for name, row in features.items()
+    }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 @pytest.fixture(scope="module")
 def masked_files(models):
-    """The masked model's rows in two .npy shards and one TFRecord shard, with a NaN row and a record without the feature."""
+    """The masked model's rows in two .npy shards and one TFRecord shard, with a NaN row and a record
+    without the feature."""
     import tensorflow as tf
 
     d, rows = models["dir"] / "files", models["masked_rows"].copy()
@@ -367,7 +376,9 @@ def _check_results(out, keys, ref, bad_keys, width=MASKED_WIDTH) -> None:
     assert sorted(f["key"] for f in _dead_letters(out)) == sorted(bad_keys)
 
 
-def test_a_worker_that_dies_in_its_first_bundle_costs_a_rerun_and_changes_nothing(models, reference, two_files, tmp_path):
+def test_a_worker_that_dies_in_its_first_bundle_costs_a_rerun_and_changes_nothing(
+    models, reference, two_files, tmp_path
+):
     """Two worker processes, the Keras 3 two-input model: one worker exits in the first bundle; the rerun's
     results equal in-process explain, each good row once, the two bad rows in the dead letters."""
     d, keys, bad = two_files
@@ -393,11 +404,15 @@ def test_a_worker_that_dies_in_its_first_bundle_costs_a_rerun_and_changes_nothin
 def test_a_worker_that_raises_in_its_first_bundle_is_retried_by_beam(models, reference, masked_files, tmp_path):
     """Beam's bundle-based DirectRunner retries a bundle that raised; the retry's results replace the failed ones."""
     d, keys = masked_files
-    handler = FailsFirstBundle(models["dir"] / "masked_tf", models["dir"] / "masked_bg.npy", marker=str(tmp_path / "raised"),
-                               how="raise", min_batch_size=ROWS_PER_BATCH, max_batch_size=ROWS_PER_BATCH)
+    handler = FailsFirstBundle(
+        models["dir"] / "masked_tf", models["dir"] / "masked_bg.npy", marker=str(tmp_path / "raised"),
+        how="raise", min_batch_size=ROWS_PER_BATCH, max_batch_size=ROWS_PER_BATCH,
+    )
     layout = tb.layout_of(handler.compile(), ["x"], "steps")
-    summary = tb.explain_files(handler, tb.match_inputs(str(d / "part-*")), str(tmp_path / "out"), layout,
-                               runner="BundleBasedDirectRunner", options=beam.options.pipeline_options.PipelineOptions([]))
+    summary = tb.explain_files(
+        handler, tb.match_inputs(str(d / "part-*")), str(tmp_path / "out"), layout,
+        runner="BundleBasedDirectRunner", options=beam.options.pipeline_options.PipelineOptions([]),
+    )
     assert (tmp_path / "raised").exists() and summary.attempts == 1
     bad = {f"{d}/part-0.npy:2", f"{d}/part-2.tfrecord:4"}
     _check_results(tmp_path / "out", keys + [f"{d}/part-2.tfrecord:4"], reference["masked"], bad)

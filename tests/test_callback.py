@@ -134,7 +134,11 @@ def test_tensorboard_heatmaps_for_an_image_input_beside_a_tabular_one(tmp_path, 
     model.fit(x, rng.random((32, 3), dtype=np.float32), epochs=1, verbose=0, callbacks=[callback])
 
     events = read_events(tmp_path)
-    tags = {"attributions/additivity_error", "attributions/input_0/heatmap", *(f"attributions/input_1/importance/feature_{j}" for j in range(3))}
+    tags = {
+        "attributions/additivity_error",
+        "attributions/input_0/heatmap",
+        *(f"attributions/input_1/importance/feature_{j}" for j in range(3)),
+    }
     assert set(events) == tags
     (step, value), = events["attributions/input_0/heatmap"]
     assert step == 0 and value.metadata.plugin_data.plugin_name == "images"
@@ -186,6 +190,10 @@ def test_output_explains_the_named_layer_each_epoch(K, rng):
     rows = np.concatenate([background, samples])
     assert result.values.shape == (6, 5, 8)
     np.testing.assert_allclose(result.outputs, predict(layer, samples), rtol=0, atol=2 * forward_bound(layer, rows))
-    np.testing.assert_allclose(result.base_values, predict(layer, background).mean(0), rtol=0, atol=2 * forward_bound(layer, rows))
+    np.testing.assert_allclose(
+        result.base_values, predict(layer, background).mean(0), rtol=0, atol=2 * forward_bound(layer, rows)
+    )
     fresh = tfshap.compile(model, background, output="hidden").explain(samples)
-    np.testing.assert_allclose(result.values, fresh.values, rtol=0, atol=2 * explain_bound(layer, rows, len(background)))
+    np.testing.assert_allclose(
+        result.values, fresh.values, rtol=0, atol=2 * explain_bound(layer, rows, len(background))
+    )

@@ -51,7 +51,9 @@ def files(tmp_path_factory):
     )
     cnn.save(d / "cnn.keras")
     # sparsemax sorts (TopKV2) and thresholds (Greater/SelectV2): no exact rule for those.
-    unsupported = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.Activation("sparsemax"), keras.layers.Dense(2)])
+    unsupported = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4), keras.layers.Activation("sparsemax"), keras.layers.Dense(2)]
+    )
     unsupported.save(d / "sparsemax.keras")
     a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
     hidden = keras.layers.Dense(4, activation="relu")(a)
@@ -77,7 +79,10 @@ def _bound(model_path, background, x, values) -> float:
     import keras
 
     model = keras.saving.load_model(model_path, safe_mode=False)
-    rows = [np.concatenate([b, a]) for b, a in zip(background, x)] if isinstance(x, list) else np.concatenate([background, x])
+    if isinstance(x, list):
+        rows = [np.concatenate([b, a]) for b, a in zip(background, x)]
+    else:
+        rows = np.concatenate([background, x])
     return explain_bound(model, rows, len(background[0] if isinstance(x, list) else background), values)
 
 
@@ -183,7 +188,8 @@ def test_explain_writes_npz_that_adds_up(capsys, files, tmp_path):
 def test_explain_several_inputs_from_npz(capsys, files, tmp_path):
     out_npz = tmp_path / "two.npz"
     status, _, err = run(
-        capsys, "explain", files / "two.keras", "--background", files / "bg2.npz", "--inputs", files / "x2.npz", "--out", out_npz
+        capsys, "explain", files / "two.keras", "--background", files / "bg2.npz", "--inputs", files / "x2.npz",
+        "--out", out_npz,
     )
     assert status == 0, err
     with np.load(out_npz) as z:
@@ -199,8 +205,8 @@ def test_explain_several_inputs_from_npz(capsys, files, tmp_path):
 def test_explain_unsupported_model_exits_1(capsys, files, tmp_path):
     np.save(tmp_path / "v.npy", np.zeros((2, 4), np.float32))
     status, _, err = run(
-        capsys, "explain", files / "sparsemax.keras", "--background", tmp_path / "v.npy", "--inputs", tmp_path / "v.npy",
-        "--out", tmp_path / "o.npz",
+        capsys, "explain", files / "sparsemax.keras", "--background", tmp_path / "v.npy",
+        "--inputs", tmp_path / "v.npy", "--out", tmp_path / "o.npz",
     )
     assert status == 1
     assert_one_line_error(err, "not supported", "TopKV2")
@@ -278,7 +284,10 @@ def test_module_entry_point_reports_errors_without_traceback(files, tmp_path):
 # -- safe loading ---------------------------------------------------------------------------
 def test_lambda_layers_are_refused_unless_allowed(capsys, files, tmp_path):
     out_npz = tmp_path / "lambda.npz"
-    argv = ["explain", files / "lambda.keras", "--background", files / "bg3.npy", "--inputs", files / "bg3.npy", "--out", out_npz]
+    argv = [
+        "explain", files / "lambda.keras", "--background", files / "bg3.npy", "--inputs", files / "bg3.npy",
+        "--out", out_npz,
+    ]
     status, _, err = run(capsys, *argv)
     assert status == 2
     assert_one_line_error(err, "Lambda", "--allow-lambda")
@@ -296,7 +305,9 @@ def test_lambda_layers_are_found_in_h5_and_savedmodel_files(capsys, tmp_path):
     """tf_keras loads Lambda layers from these even in safe mode: the command line looks first."""
     import tf_keras
 
-    model = tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(2), tf_keras.layers.Lambda(lambda t: 2.0 * t)])
+    model = tf_keras.Sequential(
+        [tf_keras.Input((3,)), tf_keras.layers.Dense(2), tf_keras.layers.Lambda(lambda t: 2.0 * t)]
+    )
     model.save(tmp_path / "lambda.h5")
     model.save(tmp_path / "lambda_savedmodel", save_format="tf")
     plain = tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(2)])
@@ -474,7 +485,7 @@ To enable the following instructions: AVX2 AVX512F FMA, in other operations, reb
 /x/keras/src/saving.py:12: UserWarning: a Python warning
 E0000 00:00:1796138788.762190    8304 util.cc:131] oneDNN supports DT_INT32 only on platforms with AVX-512.
 F0000 00:00:1796138788.762190    8304 check.cc:1] a fatal line
-"""
+"""  # noqa: E501  (TensorFlow's log lines, verbatim)
 
 
 def test_load_time_lines_are_filtered_by_the_level_the_user_chose():

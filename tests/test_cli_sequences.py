@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from models._helpers import keras_module
 
 import tfshap
 from tfshap import cli
 from tfshap.sequence import dinuc_shuffle, one_hot, shuffled_references
-
-from models._helpers import keras_module
 
 L = 24
 
@@ -60,7 +59,8 @@ def test_logits_from_the_command_line_equal_compile(capsys, saved):
 def test_per_sample_references_hypothetical_and_modisco(capsys, saved, tmp_path):
     d, model, suffix, x = saved
     status, out, err = run(capsys, "explain", d / f"seq{suffix}", "--references", d / "refs.npy", "--inputs",
-                           d / "x.npy", "--out", tmp_path / "h.npz", "--hypothetical", "--modisco", tmp_path / "modisco")
+                           d / "x.npy", "--out", tmp_path / "h.npz", "--hypothetical",
+                           "--modisco", tmp_path / "modisco")
     assert status == 0, err
     refs = np.load(d / "refs.npy")
     expected = tfshap.compile(model, refs[0]).explain(x, references=refs, hypothetical=True)

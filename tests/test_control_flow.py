@@ -51,7 +51,10 @@ def test_the_nested_functions_own_graph_is_left_alone(K64, rng):
     background, x = rng.normal(size=(5, 4)), rng.normal(size=(2, 4))
     assert_explains_inference(tfshap.compile(model, background).explain(x), model, x, background)
     shared = gated.get_concrete_function(tf.TensorSpec([None, 4], tf.float64), tf.TensorSpec([None, 4], tf.float64))
-    assert all(_tf_private.get_string_attr(op, _tf_private.GRADIENT_OP_TYPE_ATTR) is None for op in shared.graph.get_operations())
+    assert all(
+        _tf_private.get_string_attr(op, _tf_private.GRADIENT_OP_TYPE_ATTR) is None
+        for op in shared.graph.get_operations()
+    )
     x, g = tf.constant(rng.normal(size=(2, 4))), tf.constant(rng.normal(size=(2, 4)))
     with tf.GradientTape() as tape:
         tape.watch(x)

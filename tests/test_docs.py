@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
-MODULES = ["tfshap", "tfshap.deep", "tfshap.gradients", "tfshap.keras", "tfshap.plots", "tfshap.sequence", "tfshap.testing",
-           "tfshap.beam"]
+MODULES = [
+    "tfshap", "tfshap.deep", "tfshap.gradients", "tfshap.keras", "tfshap.plots", "tfshap.sequence", "tfshap.testing",
+    "tfshap.beam",
+]
 
 
 def _module(name):
@@ -85,7 +87,8 @@ def test_every_parameter_is_in_the_docstring(qualified):
     parameters = _parameters(obj)
     if not parameters:
         return
-    doc = inspect.getdoc(obj.__init__ if inspect.isclass(obj) and "Parameters" not in (obj.__doc__ or "") else obj) or ""
+    documented = obj.__init__ if inspect.isclass(obj) and "Parameters" not in (obj.__doc__ or "") else obj
+    doc = inspect.getdoc(documented) or ""
     if inspect.isclass(obj) and "Parameters" in (obj.__doc__ or ""):
         doc = inspect.getdoc(obj)
     missing = [p for p in parameters if p not in _documented(doc)]

@@ -140,7 +140,9 @@ def test_differences_below_float32_resolution_use_the_derivative(K):
 
 # -- integer inputs, side inputs --------------------------------------------------------------------
 def _cast(K):
-    return (lambda t: tf.cast(t, K.backend.floatx())) if K.__name__ == "tf_keras" else (lambda t: K.ops.cast(t, K.backend.floatx()))
+    if K.__name__ == "tf_keras":
+        return lambda t: tf.cast(t, K.backend.floatx())
+    return lambda t: K.ops.cast(t, K.backend.floatx())
 
 
 def test_integer_input_attributed_at_its_cast(K64, rng):
@@ -263,7 +265,8 @@ def test_mixed_float16_model(K, rng):
 
 # -- outputs of rank 3 ------------------------------------------------------------------------------------
 def test_rank_3_output_is_flattened_in_row_major_order(K64, rng):
-    """Dense(4) on (5, 3): output (t, u) is flat index 4t + u, and φ[t', c, 4t + u] = δ_tt' W[c, u] (x − mean b)[t, c]."""
+    """Dense(4) on (5, 3): output (t, u) is flat index 4t + u, and
+    φ[t', c, 4t + u] = δ_tt' W[c, u] (x − mean b)[t, c]."""
     K = K64
     inp = K.Input((5, 3))
     model = K.Model(inp, K.layers.Dense(4)(inp))

@@ -148,7 +148,9 @@ def test_loaded_without_tfshap_matches_explain_and_adds_up(exported, name):
         np.testing.assert_allclose(found[f"explain{rows}_outputs"], reference.outputs, atol=2 * bound, rtol=0)
         np.testing.assert_allclose(found[f"explain{rows}_base_values"], reference.base_values, atol=2 * bound, rtol=0)
         total = sum(v.reshape(rows, -1, v.shape[-1]).sum(axis=1, dtype=np.float64) for v in values)
-        np.testing.assert_allclose(total + found[f"explain{rows}_base_values"], found[f"explain{rows}_outputs"], atol=bound, rtol=0)
+        np.testing.assert_allclose(
+            total + found[f"explain{rows}_base_values"], found[f"explain{rows}_outputs"], atol=bound, rtol=0
+        )
 
 
 @pytest.mark.parametrize("name", ["cnn", "lstm", "two_inputs"])
@@ -162,7 +164,9 @@ def test_serving_signature_returns_the_same_flat_outputs(exported, name):
         np.testing.assert_allclose(found[key], r, atol=2 * bound, rtol=0)
     np.testing.assert_allclose(found["serve_outputs"], reference.outputs, atol=2 * bound, rtol=0)
     # one row of base values per sample: TF Serving's row format needs a shared batch axis
-    np.testing.assert_allclose(found["serve_base_values"], np.tile(reference.base_values, (3, 1)), atol=2 * bound, rtol=0)
+    np.testing.assert_allclose(
+        found["serve_base_values"], np.tile(reference.base_values, (3, 1)), atol=2 * bound, rtol=0
+    )
 
 
 def test_loading_warns_about_no_custom_gradient(exported):
@@ -175,7 +179,9 @@ def test_no_gradient_overrides_and_no_pickle_in_the_saved_model(exported):
     for path in paths.values():
         assert gradient_overrides(path) == []
         files = sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
-        assert files == ["fingerprint.pb", "saved_model.pb", "variables/variables.data-00000-of-00001", "variables/variables.index"]
+        assert files == [
+            "fingerprint.pb", "saved_model.pb", "variables/variables.data-00000-of-00001", "variables/variables.index"
+        ]
         saved = saved_model_pb2.SavedModel.FromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
         objects = saved.meta_graphs[0].object_graph_def.nodes
         kinds = {node.WhichOneof("kind") for node in objects}

@@ -67,7 +67,9 @@ def test_softmax_rules_add_up_and_give_the_jacobian_at_x_equal_r(rng, rule):
     np.testing.assert_allclose(faith.SOFTMAX_RULES[rule](zx, zx), jacobian, rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize("rule, null", [("default", False), ("centred", True), ("one_vs_rest", True), ("shapley", True)])
+@pytest.mark.parametrize(
+    "rule, null", [("default", False), ("centred", True), ("one_vs_rest", True), ("shapley", True)]
+)
 def test_centred_softmax_rules_give_a_common_shift_no_credit(rule, null):
     """Issue 16's example: logits z0 = x0 + x2, z1 = x1 + x2, z2 = x2; x2 is a null player."""
     stages = [faith.Dense(np.array([[1.0, 0, 0], [0, 1, 0], [1, 1, 1]]), np.zeros(3), "softmax")]

@@ -40,7 +40,9 @@ def seed(request):
 
 def _mlp(K, rng, units=(8, 3), activation="tanh", n_features=5):
     with floatx(K, "float64"):
-        model = K.Sequential([K.Input((n_features,)), K.layers.Dense(units[0], activation=activation), K.layers.Dense(units[1])])
+        model = K.Sequential(
+            [K.Input((n_features,)), K.layers.Dense(units[0], activation=activation), K.layers.Dense(units[1])]
+        )
     model.set_weights([rng.normal(scale=0.8, size=w.shape) for w in model.get_weights()])
     return model
 
@@ -189,7 +191,8 @@ def test_variance_shrinks_as_one_over_nsamples(rng):
 
 
 def test_same_background_row_for_every_input(rng):
-    """f(a, b) = w·a − w·b fed the same data twice: each draw's attributions cancel only if both inputs share the row."""
+    """f(a, b) = w·a − w·b fed the same data twice: each draw's attributions cancel only if both inputs share
+    the row."""
     import tf_keras as K
 
     with floatx(K, "float64"):
@@ -232,7 +235,9 @@ def test_many_outputs_share_one_backward_pass_over_copies(rng):
     values = tfshap.GradientExplainer(model, background).shap_values(x, nsamples=12, rseed=4)
 
     assert values.shape == (2, 5, 20)
-    np.testing.assert_allclose(values, _expected_gradients_by_tape(model, [x], [background], 12, 4)[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        values, _expected_gradients_by_tape(model, [x], [background], 12, 4)[0], rtol=1e-10, atol=1e-12
+    )
 
 
 # -- ranked outputs --------------------------------------------------------------------------
@@ -334,7 +339,9 @@ def test_bad_construction_is_a_value_error(small):
         tfshap.GradientExplainer(model, background, local_smoothing=-1)
     with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1"):
         tfshap.GradientExplainer(model, background, batch_size=0)
-    with pytest.raises(ValueError, match=r"takes the options \('nsamples', 'local_smoothing', 'rseed'\); got \['steps'\]"):
+    with pytest.raises(
+        ValueError, match=r"takes the options \('nsamples', 'local_smoothing', 'rseed'\); got \['steps'\]"
+    ):
         tfshap.compile(model, background, method="expected_gradients", steps=10)
     with pytest.raises(ValueError, match=r"inputs= .* method='deep' only"):
         tfshap.compile(model, background, method="expected_gradients", inputs="dense")

@@ -59,7 +59,8 @@ def test_linear_model_is_exact_with_one_step(rng):
     model.set_weights([w, rng.normal(size=2)])
     baseline, x = rng.normal(size=(1, 3)), rng.normal(size=(4, 3))
 
-    values = tfshap.compile(model, baseline, method="integrated_gradients", steps=1).shap_values(x, check_additivity=True)
+    explainer = tfshap.compile(model, baseline, method="integrated_gradients", steps=1)
+    values = explainer.shap_values(x, check_additivity=True)
 
     np.testing.assert_allclose(values, (x - baseline)[:, :, None] * w[None], rtol=1e-12)
 
@@ -119,7 +120,9 @@ def test_convergence_delta_is_sum_minus_output_difference(smooth):
 def test_several_baselines_average_single_baseline_runs(smooth):
     model, baselines, x = smooth
     together = tfshap.compile(model, baselines, method="integrated_gradients", steps=6).explain(x).values
-    apart = [tfshap.compile(model, b[None], method="integrated_gradients", steps=6).explain(x).values for b in baselines]
+    apart = [
+        tfshap.compile(model, b[None], method="integrated_gradients", steps=6).explain(x).values for b in baselines
+    ]
     np.testing.assert_allclose(together, np.mean(apart, axis=0), rtol=1e-10, atol=1e-14)
 
 

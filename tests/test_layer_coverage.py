@@ -56,7 +56,8 @@ _gaps: dict = {}
 
 
 def _miss(keras_name: str, row: str) -> float:
-    """The row's miss relative to its tolerance: its group's (built and explained once per group), or its own where the group misses."""
+    """The row's miss relative to its tolerance: its group's (built and explained once per group), or its own
+    where the group misses."""
     spec = ROWS[keras_name][row]
     key = (keras_name, cov.group_key(row, spec))
     if key not in _gaps:

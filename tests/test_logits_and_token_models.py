@@ -7,10 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import floatx, keras_module, predict
 
 import tfshap
-
-from models._helpers import floatx, keras_module, predict
 
 
 def _head(K, final):

@@ -1,4 +1,5 @@
-"""Masks (Masking, Embedding(mask_zero=True)): exact when a sample and its reference share the mask, an error otherwise."""
+"""Masks (Masking, Embedding(mask_zero=True)): exact when a sample and its reference share the mask,
+an error otherwise."""
 
 from __future__ import annotations
 

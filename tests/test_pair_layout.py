@@ -26,8 +26,8 @@ from models._helpers import (
 )
 
 import tfshap
-from tfshap.pair import halves, on_foreground, paired_rows
 from tfshap.batching import References, run_tiles, tiles
+from tfshap.pair import halves, on_foreground, paired_rows
 
 
 def test_halves_pairs_each_foreground_row_with_its_reference_row():
@@ -54,7 +54,10 @@ def test_halves_move_each_rows_run_of_entries_together():
 def _tile_cases(count: int = 400, seed: int = 0) -> list[tuple[int, int, int]]:
     """(samples, background rows, batch size) triples from 1 to thousands, with the corners."""
     rng = np.random.default_rng(seed)
-    drawn = [tuple(int(v) for v in (rng.integers(1, 80), rng.integers(1, 3000), rng.integers(1, 5000))) for _ in range(count)]
+    drawn = [
+        tuple(int(v) for v in (rng.integers(1, 80), rng.integers(1, 3000), rng.integers(1, 5000)))
+        for _ in range(count)
+    ]
     return [(1, 1, 1), (1, 5000, 1), (5000, 1, 1), (100, 10000, 1024), (1000, 10000, 1024), (7, 100, 1024), *drawn]
 
 
@@ -123,7 +126,9 @@ def _many_outputs(K):
     """20 outputs: one backward pass over 20 copies of the pairs, rather than one pass per output."""
     inputs = K.Input((6,))
     h = K.layers.Dense(8, activation="elu")(inputs)
-    outputs = K.layers.Dense(20, activation="softmax")(K.layers.Multiply()([h, K.layers.Dense(8, activation="sigmoid")(inputs)]))
+    outputs = K.layers.Dense(20, activation="softmax")(
+        K.layers.Multiply()([h, K.layers.Dense(8, activation="sigmoid")(inputs)])
+    )
     return K.Model(inputs, outputs), (6,)
 
 
@@ -146,10 +151,14 @@ def _float64_case(K, build, data_seed: int, model_seed: int, n_background: int, 
     return model, rng.normal(size=(n_background, *shape)), rng.normal(size=(n, *shape))
 
 
-@pytest.mark.parametrize("build", [_feed_forward, _many_outputs, _recurrent], ids=["feed_forward", "many_outputs", "recurrent"])
+@pytest.mark.parametrize(
+    "build", [_feed_forward, _many_outputs, _recurrent], ids=["feed_forward", "many_outputs", "recurrent"]
+)
 @pytest.mark.parametrize("keras_name", ["tf_keras", "keras3"])
 def test_values_do_not_depend_on_how_pairs_fall_into_chunks(build, keras_name):
-    model, background, x = _float64_case(keras_module(keras_name), build, data_seed=7, model_seed=3, n_background=6, n=4)
+    model, background, x = _float64_case(
+        keras_module(keras_name), build, data_seed=7, model_seed=3, n_background=6, n=4
+    )
     explainer = tfshap.compile(model, background)
     result = explainer.explain(x)
     assert_additive(result, 1e-10)
@@ -181,7 +190,9 @@ def _recurrent_with_many_outputs(K):
 def test_the_backward_vectorized_over_outputs_gives_the_values_of_separate_passes(build, keras_name):
     # One pass per output (20 outputs: one pass over copies of the pairs), or one pass vectorized
     # over the outputs: the same values.
-    model, background, x = _float64_case(keras_module(keras_name), build, data_seed=11, model_seed=5, n_background=5, n=3)
+    model, background, x = _float64_case(
+        keras_module(keras_name), build, data_seed=11, model_seed=5, n_background=5, n=3
+    )
     passes = tfshap.compile(model, background, vectorize_outputs=False)
     result = passes.explain(x)
     assert_additive(result, 1e-10)
@@ -214,7 +225,9 @@ def test_a_loop_model_vectorizes_its_outputs_once_it_has_explained_enough_pairs(
     assert not plain._vectorizes(plain.n_outputs)  # no loop: passes per output are faster (BENCHMARKS.md)
 
 
-@pytest.mark.parametrize("build, loops", [(_feed_forward, False), (_small_recurrent, True)], ids=["feed_forward", "recurrent"])
+@pytest.mark.parametrize(
+    "build, loops", [(_feed_forward, False), (_small_recurrent, True)], ids=["feed_forward", "recurrent"]
+)
 def test_has_loops_finds_the_rnn_while_loops(build, loops):
     model, shape = build(keras_module("keras3"))
     explainer = tfshap.compile(model, np.zeros((2, *shape), np.float32))
@@ -224,7 +237,9 @@ def test_has_loops_finds_the_rnn_while_loops(build, loops):
 
 def test_xla_explains_a_loop_model_with_a_pass_per_output():
     # XLA cannot compile the vectorized loop gradient (no kernel for a TensorList of lists)
-    model, background, x = _float64_case(keras_module("tf_keras"), _small_recurrent, data_seed=2, model_seed=1, n_background=4, n=2)
+    model, background, x = _float64_case(
+        keras_module("tf_keras"), _small_recurrent, data_seed=2, model_seed=1, n_background=4, n=2
+    )
     with_xla = tfshap.compile(model, background, jit_compile=True)
     assert not with_xla._vectorizes(with_xla.n_outputs)
     result = with_xla.explain(x)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import floatx, keras_module, predict
 
 import tfshap
-
-from models._helpers import floatx, keras_module, predict
 
 L, N = 12, 4
 
@@ -191,7 +190,9 @@ def test_bad_references_and_combiners_are_value_errors(setup):
         explainer.explain(x, references=np.zeros((3, 2, L, 4)))
     with pytest.raises(ValueError, match=r"K = 0 reference rows"):
         explainer.explain(x, references=np.zeros((4, 0, L, 4)))
-    wrong = tfshap.DeepExplainer(model, x[:2], combine_mult_and_diffref=lambda mult, orig_inp, bg_data: [orig_inp[0][0]])
+    wrong = tfshap.DeepExplainer(
+        model, x[:2], combine_mult_and_diffref=lambda mult, orig_inp, bg_data: [orig_inp[0][0]]
+    )
     with pytest.raises(ValueError, match=r"combine_mult_and_diffref returned shape \(4,\) for input 0 of sample 0"):
         wrong.shap_values(x)
     with pytest.raises(ValueError, match=r"combine_mult_and_diffref must be a function"):

@@ -91,10 +91,16 @@ def test_image_of_rgb_pictures(rng, tmp_path):
 @pytest.mark.parametrize(
     "values, pixels, kwargs, message",
     [
-        (np.zeros((2, 6, 6)), np.zeros((2, 6, 6)), {}, r"values must have shape \(n, height, width\[, channels\], n_outputs\); got \(2, 6, 6\)"),
+        (
+            np.zeros((2, 6, 6)), np.zeros((2, 6, 6)), {},
+            r"values must have shape \(n, height, width\[, channels\], n_outputs\); got \(2, 6, 6\)",
+        ),
         (np.zeros((2, 6, 6, 1, 3)), np.zeros((2, 5, 6, 1)), {}, r"pixels must have shape \(2, 6, 6, 1\)"),
         (np.zeros((2, 6, 6, 1, 3)), None, {}, r"pixels \(the images\) are needed"),
-        (np.zeros((2, 6, 6, 1, 3)), np.zeros((2, 6, 6, 1)), dict(labels=["a", "b"]), r"labels must have shape \(3,\) or \(2, 3\)"),
+        (
+            np.zeros((2, 6, 6, 1, 3)), np.zeros((2, 6, 6, 1)), dict(labels=["a", "b"]),
+            r"labels must have shape \(3,\) or \(2, 3\)",
+        ),
     ],
 )
 def test_image_bad_input_is_a_value_error(values, pixels, kwargs, message):
@@ -197,7 +203,7 @@ def test_logo_of_a_sequence_draws_its_bases_as_tall_as_their_contributions(tmp_p
     glyphs = _glyphs(fig)
     drawn = [g for g in glyphs if g[2] - g[1] > 0]
     assert [g[0] for g in drawn] == [100, 101, 102, 104, 105, 106]  # position 103 contributes 0
-    for (position, bottom, top, colour), letter, value in zip(drawn, "GATACA", [0.5, -0.25, 1.0, 2.0, -1.5, 0.75]):
+    for (_position, bottom, top, colour), letter, value in zip(drawn, "GATACA", [0.5, -0.25, 1.0, 2.0, -1.5, 0.75]):
         assert (bottom, top) == pytest.approx((min(value, 0), max(value, 0)))
         assert colour == pytest.approx(CLASSIC[letter])
     assert fig.axes[0].get_title() == "one sequence"
@@ -279,7 +285,9 @@ def test_to_shap_waterfall_and_bar_on_a_tabular_model(shap_module, rng, tmp_path
 def test_to_shap_image_plot_on_gradient_attributions(shap_module, rng, tmp_path):
     import tf_keras as K
 
-    model = K.Sequential([K.Input((6, 6, 1)), K.layers.Conv2D(3, 3, activation="relu"), K.layers.Flatten(), K.layers.Dense(2)])
+    model = K.Sequential(
+        [K.Input((6, 6, 1)), K.layers.Conv2D(3, 3, activation="relu"), K.layers.Flatten(), K.layers.Dense(2)]
+    )
     background, x = rng.random((10, 6, 6, 1)).astype("float32"), rng.random((2, 6, 6, 1)).astype("float32")
     attributions = tfshap.compile(model, background[:1], method="integrated_gradients", steps=8).explain(x)
 
@@ -311,9 +319,14 @@ def test_to_shap_with_several_inputs_gives_one_explanation_per_input(shap_module
         np.testing.assert_array_equal(explanation.data, data)
         np.testing.assert_array_equal(explanation.base_values, np.tile(attributions.base_values, (4, 1)))
     # the inputs' values together, not each alone, sum to the outputs
-    total = sum(e.values.reshape(4, -1, 2).sum(axis=1, dtype=np.float64) for e in explanations) + explanations[0].base_values
+    total = (
+        sum(e.values.reshape(4, -1, 2).sum(axis=1, dtype=np.float64) for e in explanations)
+        + explanations[0].base_values
+    )
     rows = [np.concatenate(pair) for pair in zip(background, x)]
-    np.testing.assert_allclose(total, attributions.outputs, rtol=0, atol=explain_bound(model, rows, 8, attributions.values))
+    np.testing.assert_allclose(
+        total, attributions.outputs, rtol=0, atol=explain_bound(model, rows, 8, attributions.values)
+    )
     shap_module.plots.bar(explanations[0][:, :, 0], show=False)  # shap's plots take one (of flat features)
     _saved_current_figure(tmp_path / "bar_first_input.png")
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import keras_module
 
 import tfshap
 from tfshap.pair import close, derivative, halves, on_foreground, ratio
 from tfshap.testing import replaced_rule
-
-from models._helpers import keras_module
 
 
 def _ill_conditioned(K):

@@ -144,7 +144,8 @@ def architectures(draw) -> dict:
 
 # -- building a spec in one Keras ------------------------------------------------------------------
 def _layer(K, op: tuple, rank: int):
-    """The Keras layer of a unary spec op on a tensor of ``rank`` (batch axis included: 3 or 4 for convolutions and pooling)."""
+    """The Keras layer of a unary spec op on a tensor of ``rank`` (batch axis included: 3 or 4 for
+    convolutions and pooling)."""
     kind, layers = op[0], K.layers
     if kind == "dense":
         return layers.Dense(op[2], activation=op[3])
@@ -160,7 +161,10 @@ def _layer(K, op: tuple, rank: int):
         family = {"max": ("MaxPooling1D", "MaxPooling2D"), "average": ("AveragePooling1D", "AveragePooling2D")}[op[2]]
         return getattr(layers, family[rank - 3])(2)
     if kind == "global_pool":
-        family = {"max": ("GlobalMaxPooling1D", "GlobalMaxPooling2D"), "average": ("GlobalAveragePooling1D", "GlobalAveragePooling2D")}[op[2]]
+        family = {
+            "max": ("GlobalMaxPooling1D", "GlobalMaxPooling2D"),
+            "average": ("GlobalAveragePooling1D", "GlobalAveragePooling2D"),
+        }[op[2]]
         return getattr(layers, family[rank - 3])()
     if kind == "rnn":
         return {"lstm": layers.LSTM, "gru": layers.GRU}[op[2]](op[3], return_sequences=op[4])
@@ -214,7 +218,9 @@ def check_sums_or_refuses(spec: dict) -> bool:
     np.testing.assert_allclose(result.base_values, predict(model, background).mean(0), rtol=1e-12, atol=1e-12)
     scale = max(1.0, float(np.max(np.abs(result.outputs))))
     gap = np.max(np.abs(additivity_gap(result.values, result.base_values, result.outputs)))
-    assert gap <= RELATIVE_TOLERANCE * scale, f"additivity gap {gap:.3g} > {RELATIVE_TOLERANCE} · {scale:.3g} for {spec}"
+    assert gap <= RELATIVE_TOLERANCE * scale, (
+        f"additivity gap {gap:.3g} > {RELATIVE_TOLERANCE} · {scale:.3g} for {spec}"
+    )
     assert np.all(np.isfinite(result.values))
     return True
 

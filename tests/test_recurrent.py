@@ -21,7 +21,9 @@ def _layers(K):
         ],
         # dropout and recurrent dropout are off at inference: the explained function is deterministic
         "lstm_with_dropout": lambda: [K.layers.LSTM(4, dropout=0.3, recurrent_dropout=0.3)],
-        "conv_lstm_2d": lambda: [K.layers.Reshape((5, 3, 1, 1)), K.layers.ConvLSTM2D(2, (2, 1), padding="same"), K.layers.Flatten()],
+        "conv_lstm_2d": lambda: [
+            K.layers.Reshape((5, 3, 1, 1)), K.layers.ConvLSTM2D(2, (2, 1), padding="same"), K.layers.Flatten()
+        ],
     }
 
 
@@ -71,7 +73,9 @@ def test_compiling_leaves_the_rnn_layers_as_they_were(K):
 
 def test_convlstm_and_return_state_are_exact(K64, rng):
     K = K64
-    conv = K.Sequential([K.Input((4, 6, 2)), K.layers.ConvLSTM1D(2, 3, padding="same"), K.layers.Flatten(), K.layers.Dense(1)])
+    conv = K.Sequential(
+        [K.Input((4, 6, 2)), K.layers.ConvLSTM1D(2, 3, padding="same"), K.layers.Flatten(), K.layers.Dense(1)]
+    )
     inp = K.Input((5, 3))
     _, h, c = K.layers.LSTM(3, return_sequences=True, return_state=True)(inp)
     stateful = K.Model(inp, K.layers.Dense(1)(K.layers.Concatenate()([h, c])))

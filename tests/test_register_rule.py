@@ -84,7 +84,9 @@ def test_a_rule_registered_for_an_op_type_without_one_explains_it_exactly():
 
 
 def test_a_second_rule_for_an_op_type_needs_replace():
-    with pytest.raises(ValueError, match=r"a rule for 'Relu' is already registered \(family 'elementwise'\); pass replace=True"):
+    with pytest.raises(
+        ValueError, match=r"a rule for 'Relu' is already registered \(family 'elementwise'\); pass replace=True"
+    ):
         tfshap.register_rule("Relu", "user")
     with pytest.raises(ValueError, match="op_type must be a TensorFlow op type name"):
         tfshap.register_rule("", "user")

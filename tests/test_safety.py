@@ -23,7 +23,10 @@ SENTINEL = "TFSHAP_TEST_SENTINEL"
 #: ``2·t``, and a file written where $TFSHAP_TEST_SENTINEL says: the trace of Python code having
 #: run. A lambda (Keras saves its bytecode; a named function it saves by name only) that uses
 #: builtins only, so that it runs wherever its bytecode is loaded.
-_DOUBLING_WITH_A_SIDE_EFFECT = lambda t: (open(__import__("os").environ["TFSHAP_TEST_SENTINEL"], "a").close(), 2.0 * t)[1]  # noqa: E731, SIM115
+_DOUBLING_WITH_A_SIDE_EFFECT = lambda t: (  # noqa: E731
+    open(__import__("os").environ["TFSHAP_TEST_SENTINEL"], "a").close(),  # noqa: SIM115
+    2.0 * t,
+)[1]
 
 
 @pytest.fixture
@@ -45,7 +48,9 @@ def _lambda_model(K, sentinel):
 
 def _closed_form_bound(kernel, x, background) -> float:
     """float32 roundings of ``2·w·(x − mean r)``: the doubling, Δx, the product with w, the mean over the rows."""
-    return float32_bound(4 + len(background), 2 * np.abs(kernel).max() * np.abs(np.concatenate([x, background])).max() * 2)
+    return float32_bound(
+        4 + len(background), 2 * np.abs(kernel).max() * np.abs(np.concatenate([x, background])).max() * 2
+    )
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])

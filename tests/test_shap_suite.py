@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from models._helpers import keras_module
 
 import tfshap
-
-from models._helpers import keras_module
 
 KERASES = ["tf_keras", "keras3"]
 
@@ -220,4 +219,6 @@ def test_float32_sums_are_within_a_couple_of_ulps_of_the_models_own_output(K, n_
                  + (np.abs(w64) * np.abs(samples[:, None] - background[None]).mean(1)).sum(1))
     miss = np.abs(result.values.astype(np.float64).sum(1)[:, 0] + result.base_values[0] - result.outputs[:, 0])
     assert np.all(miss <= 2 * eps * magnitude), (miss / (eps * magnitude)).max()
-    np.testing.assert_allclose(result.outputs, model.predict(samples, verbose=0), rtol=0, atol=2 * eps * magnitude.max())
+    np.testing.assert_allclose(
+        result.outputs, model.predict(samples, verbose=0), rtol=0, atol=2 * eps * magnitude.max()
+    )

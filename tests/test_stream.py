@@ -34,7 +34,9 @@ def test_memory_mapped_input_streams_to_npy_in_blocks(K64, rng, tmp_path, monkey
     result = explainer.explain_to(tmp_path / "values.npy", np.load(tmp_path / "x.npy", mmap_mode="r"), progress=False)
 
     assert isinstance(result.values, np.memmap) and result.values.shape == (23, 6, 3)
-    np.testing.assert_allclose(np.load(tmp_path / "values.npy"), _closed_form(model, x, background), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "values.npy"), _closed_form(model, x, background), rtol=1e-12, atol=1e-13
+    )
     np.testing.assert_allclose(result.outputs, model(x).numpy(), rtol=1e-12)
     assert result.additivity_error < 1e-12
 
@@ -105,7 +107,9 @@ def test_path_methods_stream_without_the_exactness_check(K64, rng, tmp_path):
     assert result.values.shape == (6, 6, 3)
 
 
-@pytest.mark.parametrize("dtype, row_shape, rows", [("float32", (8, 8, 1, 10), 3), ("float64", (), 1000), ("float16", (2, 3), 0)])
+@pytest.mark.parametrize(
+    "dtype, row_shape, rows", [("float32", (8, 8, 1, 10), 3), ("float64", (), 1000), ("float16", (2, 3), 0)]
+)
 def test_appended_files_load_with_numpy(tmp_path, dtype, row_shape, rows):
     data = np.arange(rows * int(np.prod(row_shape))).reshape(rows, *row_shape).astype(dtype)
     writer = stream.NpyAppender(tmp_path / "a.npy", row_shape, dtype)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from models._helpers import keras_module, predict
 
 import tfshap
-
-from models._helpers import keras_module, predict
 
 VOCAB = 40
 

@@ -33,6 +33,7 @@ __all__ = [
     "UnsupportedOpError",
     "compile",
     "plots",
+    "precision",
     "register_rule",
     "rules",
     "sequence",

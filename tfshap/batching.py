@@ -111,7 +111,9 @@ def _per_sample_tiles(offsets: np.ndarray, batch_size: int) -> list[Tile]:
                               np.arange(pairs, dtype=np.int32)))
         else:  # one sample with more references than a tile holds
             for j in range(int(offsets[start]), int(offsets[start + 1]), batch_size):
-                found.append(_full_tile(slice(start, start + 1), slice(j, min(j + batch_size, int(offsets[start + 1])))))
+                found.append(
+                    _full_tile(slice(start, start + 1), slice(j, min(j + batch_size, int(offsets[start + 1]))))
+                )
         start = stop
     return found
 

@@ -181,8 +181,10 @@ class _CompiledRows:
         dtype = self.explainer.compute_dtype
         base = np.broadcast_to(result.base_values, result.outputs.shape)
         # tfshap's own bound, row by row; the model's float noise only where the tight part misses
-        tolerances = np.array([precision.tolerance(dtype, result.outputs[i], base[i], values=[v[i : i + 1] for v in values])
-                               for i in range(n)])
+        tolerances = np.array([
+            precision.tolerance(dtype, result.outputs[i], base[i], values=[v[i : i + 1] for v in values])
+            for i in range(n)
+        ])
         errors = _row_errors(values, result.outputs, result.base_values)
         for i in np.flatnonzero(errors > tolerances):
             tolerances[i] += 2 * self.explainer.model_noise([a[i : i + 1] for a in arrays])
@@ -420,7 +422,8 @@ class ExplainModelHandler(_RowHandler):
 
 
 class SavedModelExplainHandler(_RowHandler):
-    """A ``RunInference`` model handler for a SavedModel written by ``explainer.export(path)``: TensorFlow only on the workers.
+    """A ``RunInference`` model handler for a SavedModel written by ``explainer.export(path)``:
+    TensorFlow only on the workers.
 
     Parameters
     ----------
@@ -525,7 +528,10 @@ def copy_files(source: str, target: str) -> None:
         pairs = [(source, target)]
     else:
         prefix = source + "/"
-        pairs = [(m.path, os.path.join(target, m.path[len(prefix):])) for m in FileSystems.match([prefix + "**"])[0].metadata_list]
+        pairs = [
+            (m.path, os.path.join(target, m.path[len(prefix):]))
+            for m in FileSystems.match([prefix + "**"])[0].metadata_list
+        ]
     if not pairs:
         raise ValueError(f"no file or directory at {source!r}")
     for remote, local in pairs:
@@ -658,10 +664,19 @@ def parse_feature_spec(text: str | None, names, shapes) -> tuple:
         try:
             shape = tuple(int(d) for d in dims.split("x")) if dims else model_shape
         except ValueError:
-            raise ValueError(f"--feature-spec {entry!r}: the shape must be positive integers joined by 'x', e.g. 8x8x1") from None
+            raise ValueError(
+                f"--feature-spec {entry!r}: the shape must be positive integers joined by 'x', e.g. 8x8x1"
+            ) from None
         if any(d is None for d in shape):
-            raise ValueError(f"--feature-spec: the model input for {name!r} has shape {_shape(model_shape)}; give it, e.g. {name}=10x4")
-        if len(shape) != len(model_shape) or any(m is not None and m != d for m, d in zip(model_shape, shape)) or min(shape, default=1) < 1:
+            raise ValueError(
+                f"--feature-spec: the model input for {name!r} has shape {_shape(model_shape)}; "
+                f"give it, e.g. {name}=10x4"
+            )
+        if (
+            len(shape) != len(model_shape)
+            or any(m is not None and m != d for m, d in zip(model_shape, shape))
+            or min(shape, default=1) < 1
+        ):
             raise ValueError(f"--feature-spec {entry!r}: the model input has shape {_shape(model_shape)}")
         features.append((name.strip(), shape))
     return tuple(features)
@@ -770,7 +785,8 @@ def file_rows(path: str, layout: Layout):
     if kind == NPZ:
         with loaded:
             names = [n for n in layout.input_names if n in loaded.files]
-            arrays = [loaded[n] for n in (layout.input_names if len(names) == len(layout.input_names) else loaded.files)]
+            keys = layout.input_names if len(names) == len(layout.input_names) else loaded.files
+            arrays = [loaded[n] for n in keys]
     else:
         arrays = [loaded]
     for i in range(len(arrays[0])):
@@ -806,7 +822,10 @@ def _example_row(example, features) -> tuple:
         else:
             raise ValueError(f"the feature {name!r} holds {kind}; expected a float_list or an int64_list")
         if values.size != math.prod(shape):
-            raise ValueError(f"the feature {name!r} holds {values.size} values; expected {math.prod(shape)} for shape {_shape(shape)}")
+            raise ValueError(
+                f"the feature {name!r} holds {values.size} values; "
+                f"expected {math.prod(shape)} for shape {_shape(shape)}"
+            )
         arrays.append(values.reshape(shape))
     return tuple(arrays)
 
@@ -906,9 +925,13 @@ class ExplainFiles(beam.PTransform):
     def expand(self, paths):
         read = paths | "Read rows" >> beam.ParDo(_ReadRows(self.layout)).with_outputs(_ReadRows.UNREADABLE, main="rows")
         rows = read.rows | "Spread rows" >> beam.Reshuffle()
-        explained, dead = rows | "Explain" >> RunInference(self.handler.keyed()).with_exception_handling(exc_class=ValueError)
+        explained, dead = rows | "Explain" >> RunInference(self.handler.keyed()).with_exception_handling(
+            exc_class=ValueError
+        )
         failed = [read[_ReadRows.UNREADABLE], dead.failed_inferences | "Failed batches" >> beam.FlatMap(_failed_batch)]
-        failed += [bad | f"Failed rows {i}" >> beam.Map(_failed_row) for i, bad in enumerate(dead.failed_postprocessing)]
+        failed += [
+            bad | f"Failed rows {i}" >> beam.Map(_failed_row) for i, bad in enumerate(dead.failed_postprocessing)
+        ]
         columns = _values_columns(self.layout)
         return {
             "explained": explained | "To records" >> beam.Map(_record, columns),
@@ -1091,14 +1114,21 @@ def explain_files(handler: _RowHandler, paths: list[str], out: str, layout: Layo
         this_runner = runner if runner is not None or _names_runner(options) else local_runner(options, worker_log)
         try:
             pipeline = beam.Pipeline(runner=this_runner, options=options)
-            outputs = pipeline | "Input files" >> beam.Create(list(paths)) | "Explain files" >> ExplainFiles(handler, layout)
+            outputs = (
+                pipeline
+                | "Input files" >> beam.Create(list(paths))
+                | "Explain files" >> ExplainFiles(handler, layout)
+            )
             write_results(outputs, out, layout)
             result = pipeline.run()
             result.wait_until_finish()
         except Exception as exc:
             if attempt == attempts:
                 raise
-            log(f"tfshap: the pipeline failed ({_one_line(exc)[:300]}); running it again (attempt {attempt + 1} of {attempts})")
+            log(
+                f"tfshap: the pipeline failed ({_one_line(exc)[:300]}); running it again "
+                f"(attempt {attempt + 1} of {attempts})"
+            )
             continue
         summary = summarise(result)
         summary.attempts = attempt
@@ -1133,7 +1163,9 @@ def result_files(out: str) -> tuple[list, list]:
     if "://" in out:
         from apache_beam.io.filesystems import FileSystems
 
-        match = lambda prefix: sorted(m.path for r in FileSystems.match([os.path.join(out, prefix + "-*")]) for m in r.metadata_list)
+        match = lambda prefix: sorted(
+            m.path for r in FileSystems.match([os.path.join(out, prefix + "-*")]) for m in r.metadata_list
+        )
     else:
         match = lambda prefix: sorted(glob.glob(os.path.join(out, prefix + "-*")))
     return match(VALUES_PREFIX), match(FAILED_PREFIX)

@@ -60,7 +60,9 @@ def rules_text(rule_set: str = "default") -> str:
     width = max((len(r.op_type) for r in table), default=0)
     fam = max((len(r.family) for r in table), default=0)
     lines = [f"{r.op_type:<{width}}  {r.family:<{fam}}  {_doc_line(r.doc)}".rstrip() for r in table]
-    lines.append(f"# {len(table)} op types; anything else on the path from the inputs to the output is refused at compile time")
+    lines.append(
+        f"# {len(table)} op types; anything else on the path from the inputs to the output is refused at compile time"
+    )
     return "\n".join(lines)
 
 
@@ -227,7 +229,9 @@ def _npz_keys(files: list[str], names: list[str], what: str, path: str) -> list[
     if any(name in files for name in names):
         missing = [name for name in names if name not in files]
         if missing:
-            raise CliError(f"{what}: {path!r} names arrays by model input but lacks {missing}; the model inputs are {names}")
+            raise CliError(
+                f"{what}: {path!r} names arrays by model input but lacks {missing}; the model inputs are {names}"
+            )
         return names
     if names and len(files) != len(names):
         raise CliError(
@@ -298,7 +302,9 @@ def cmd_check(args) -> int:
     except tfshap.UnsupportedOpError as exc:
         print(f"{args.model}: NOT supported")
         print(str(exc))
-        raise CliError(f"{args.model} is not supported: {_unsupported_summary(exc, hint=False)}", EXIT_UNSUPPORTED) from None
+        raise CliError(
+            f"{args.model} is not supported: {_unsupported_summary(exc, hint=False)}", EXIT_UNSUPPORTED
+        ) from None
     print(f"{args.model}: supported")
     for i, spec in enumerate(explainer.traced.input_specs):
         print(f"  input {i}: {_format_shape(tuple(spec.shape))} {spec.dtype.name}")
@@ -368,7 +374,9 @@ def cmd_explain(args) -> int:
         background = load_arrays(args.background, "--background", names)
     if args.plot and (len(inputs) != 1 or not _is_image_like(inputs[0].shape)):
         shapes = ", ".join(str(a.shape) for a in inputs)
-        raise CliError(f"--plot needs one image-like input of shape (n, h, w) or (n, h, w, c) with c in 1, 3, 4; got {shapes}")
+        raise CliError(
+            f"--plot needs one image-like input of shape (n, h, w) or (n, h, w, c) with c in 1, 3, 4; got {shapes}"
+        )
     try:
         compiled_background = background if callable(background) else _one_or_list(background)
         explainer = tfshap.compile(model, compiled_background, output=args.output, inputs=args.attribute_to,
@@ -388,7 +396,11 @@ def cmd_explain(args) -> int:
             )
         except ValueError as exc:
             raise _about_file(exc, "x", f"--inputs {args.inputs}") from None
-        arrays = {"base_values": result.base_values, "outputs": result.outputs, "additivity_error": np.float64(result.additivity_error)}
+        arrays = {
+            "base_values": result.base_values,
+            "outputs": result.outputs,
+            "additivity_error": np.float64(result.additivity_error),
+        }
         if isinstance(result.values, list):
             arrays.update({f"values_{i}": v for i, v in enumerate(result.values)})
             shapes = ", ".join(f"values_{i} {v.shape}" for i, v in enumerate(result.values))
@@ -408,7 +420,8 @@ def cmd_explain(args) -> int:
                 row_labels=[f"pred {p}" for p in predicted], max_columns=10, title=f"tfshap: {Path(args.model).name}",
                 path=args.plot,
             )
-            print(f"wrote {args.plot}" + (f" (the first {shown} of {len(inputs[0])} inputs)" if shown < len(inputs[0]) else ""))
+            note = f" (the first {shown} of {len(inputs[0])} inputs)" if shown < len(inputs[0]) else ""
+            print(f"wrote {args.plot}" + note)
         if args.modisco:
             _write_modisco(args.modisco, inputs, result)
     return EXIT_OK
@@ -424,7 +437,9 @@ def _references(args, names: list[str], n: int):
         try:
             k, seed = int(parts[1]), int(parts[2]) if len(parts) > 2 else 0
         except (IndexError, ValueError):
-            raise CliError(f"--references {text}: expected shuffle:K or shuffle:K:SEED with integers K and SEED") from None
+            raise CliError(
+                f"--references {text}: expected shuffle:K or shuffle:K:SEED with integers K and SEED"
+            ) from None
         if k < 1 or len(parts) > 3:
             raise CliError(f"--references {text}: expected shuffle:K or shuffle:K:SEED with K >= 1")
         from .sequence import shuffled_references
@@ -521,7 +536,9 @@ def cmd_explain_pipeline(args) -> int:
                                             attempts=args.attempts or (2 if local else 1), log=_note)
     except Exception as exc:  # noqa: BLE001 - any failure of the run is reported as one line
         where_log = f"; the workers' log: {worker_log}" if worker_log else ""
-        raise CliError(f"the pipeline failed: {type(exc).__name__}: {_one_line(exc)[:500]}{where_log}", EXIT_UNSUPPORTED) from None
+        raise CliError(
+            f"the pipeline failed: {type(exc).__name__}: {_one_line(exc)[:500]}{where_log}", EXIT_UNSUPPORTED
+        ) from None
     if worker_log:
         os.remove(worker_log)
     _print_summary(summary, layout, args.out, time.perf_counter() - start)
@@ -549,7 +566,9 @@ def _check_out_dir(beam_module, out: str) -> None:
     if not Path(out).is_dir():
         raise CliError(f"--out {out!r} is a file; the Beam pipeline writes into a directory")
     if beam_module.result_files(out)[0]:
-        raise CliError(f"--out {out!r} already holds results (values-*.parquet); choose another directory or remove them")
+        raise CliError(
+            f"--out {out!r} already holds results (values-*.parquet); choose another directory or remove them"
+        )
 
 
 def _compile_here(args, beam_module):
@@ -642,7 +661,10 @@ def _array_file_shapes(path: str, names, where: str) -> list[tuple]:
             for key in _npz_keys(files, list(names), "--inputs", path):
                 with archive.open(key + ".npy") as f:
                     version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    read = (
+                        np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shapes.append(read(f)[0])
             return shapes
     except CliError:
@@ -733,13 +755,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rules", help="list the op types tfshap has rules for")
     p.add_argument("--markdown", action="store_true", help="print the README's table of supported ops")
     p.add_argument("--rules", default="default", metavar="SET",
-                   help="a rule set (tfshap.compile(..., rules=SET)): its rules replace the default ones (default: %(default)s)")
+                   help="a rule set (tfshap.compile(..., rules=SET)): its rules replace the default ones "
+                        "(default: %(default)s)")
     p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("check", help="compile a saved model; list the rules it uses or the ops it lacks")
     p.add_argument("model", metavar="MODEL", help="a .keras or .h5 file or a SavedModel directory")
-    p.add_argument("--background", metavar="BG.npy", help="background rows (.npy, or .npz for several inputs); default: one row of zeros")
-    p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's; 'logits': the pre-activation of the final layer")
+    p.add_argument("--background", metavar="BG.npy",
+                   help="background rows (.npy, or .npz for several inputs); default: one row of zeros")
+    p.add_argument("--output", metavar="LAYER",
+                   help="explain this layer's output instead of the model's; "
+                        "'logits': the pre-activation of the final layer")
     _add_attribute_to(p)
     _add_allow_lambda(p)
     p.set_defaults(func=cmd_check)
@@ -749,31 +775,57 @@ def build_parser() -> argparse.ArgumentParser:
         description=EXPLAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
     p.add_argument("model", metavar="MODEL", help="a .keras or .h5 file or a SavedModel directory")
-    p.add_argument("--background", metavar="BG.npy", help="background rows (.npy, or .npz of one array per model input, by input name or in input order); required unless --references")
-    p.add_argument("--inputs", required=True, metavar="X.npy", help="rows to explain (.npy, memory-mapped and explained in blocks; or .npz as for --background); with --out DIR/, a glob of .npy, .npz and TFRecord files")
-    p.add_argument("--out", required=True, metavar="OUT.npz|DIR/", help="OUT.npz: values (values_0, values_1, ... for several inputs), base_values, outputs; DIR/: the Beam pipeline's Parquet shards")
-    p.add_argument("--output", metavar="LAYER", help="explain this layer's output instead of the model's; 'logits': the pre-activation of the final layer")
+    p.add_argument("--background", metavar="BG.npy",
+                   help="background rows (.npy, or .npz of one array per model input, by input name or in input "
+                        "order); required unless --references")
+    p.add_argument("--inputs", required=True, metavar="X.npy",
+                   help="rows to explain (.npy, memory-mapped and explained in blocks; or .npz as for --background); "
+                        "with --out DIR/, a glob of .npy, .npz and TFRecord files")
+    p.add_argument("--out", required=True, metavar="OUT.npz|DIR/",
+                   help="OUT.npz: values (values_0, values_1, ... for several inputs), base_values, outputs; DIR/: "
+                        "the Beam pipeline's Parquet shards")
+    p.add_argument("--output", metavar="LAYER",
+                   help="explain this layer's output instead of the model's; "
+                        "'logits': the pre-activation of the final layer")
     _add_attribute_to(p)
-    p.add_argument("--references", metavar="REFS.npy|shuffle:K[:SEED]", help="per-sample references: an array (n, K, *input_shape) (.npy, or .npz per input), or K dinucleotide shuffles of each one-hot sample")
-    p.add_argument("--hypothetical", action="store_true", help="hypothetical contributions of one-hot inputs (the last axis one-hot)")
-    p.add_argument("--modisco", metavar="DIR", help="also write ohe.npz and shap.npz there for `modisco motifs -s ohe.npz -a shap.npz` (with --hypothetical; shap_<j>.npz per output for several outputs)")
-    p.add_argument("--batch-size", type=int, metavar="PAIRS", help="(sample, background) pairs per chunk; default: from available memory")
+    p.add_argument("--references", metavar="REFS.npy|shuffle:K[:SEED]",
+                   help="per-sample references: an array (n, K, *input_shape) (.npy, or .npz per input), or K "
+                        "dinucleotide shuffles of each one-hot sample")
+    p.add_argument("--hypothetical", action="store_true",
+                   help="hypothetical contributions of one-hot inputs (the last axis one-hot)")
+    p.add_argument("--modisco", metavar="DIR",
+                   help="also write ohe.npz and shap.npz there for `modisco motifs -s ohe.npz -a shap.npz` (with "
+                        "--hypothetical; shap_<j>.npz per output for several outputs)")
+    p.add_argument("--batch-size", type=int, metavar="PAIRS",
+                   help="(sample, background) pairs per chunk; default: from available memory")
     p.add_argument("--plot", metavar="OUT.png", help="also write a heatmap grid (image-like inputs)")
     _add_allow_lambda(p)
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
-    beam = p.add_argument_group("the Beam pipeline (--out DIR/); other --name=value arguments are Beam's pipeline options")
-    beam.add_argument("--runner", metavar="RUNNER", help="DirectRunner, PrismRunner, DataflowRunner, FlinkRunner, SparkRunner, ... (default: Beam's local runner)")
-    beam.add_argument("--num-workers", type=int, metavar="N", help="worker processes of the local runner (default: 1, in this process)")
-    beam.add_argument("--feature-spec", metavar="SPEC", help="TFRecord inputs: one tf.train.Example feature per model input, NAME[=D1xD2...] comma-separated (default: the model input names and shapes)")
-    beam.add_argument("--rows-per-batch", type=int, metavar="ROWS", help="rows per RunInference batch (default: one chunk of pairs, 64 to 256 rows, at most 64 MiB of values)")
-    beam.add_argument("--attempts", type=int, metavar="N", help="runs of the whole pipeline if it fails (default: 2 on the local runner, which retries no bundle; 1 elsewhere)")
+    beam = p.add_argument_group(
+        "the Beam pipeline (--out DIR/); other --name=value arguments are Beam's pipeline options"
+    )
+    beam.add_argument("--runner", metavar="RUNNER",
+                      help="DirectRunner, PrismRunner, DataflowRunner, FlinkRunner, SparkRunner, ... "
+                           "(default: Beam's local runner)")
+    beam.add_argument("--num-workers", type=int, metavar="N",
+                      help="worker processes of the local runner (default: 1, in this process)")
+    beam.add_argument("--feature-spec", metavar="SPEC",
+                      help="TFRecord inputs: one tf.train.Example feature per model input, NAME[=D1xD2...] "
+                           "comma-separated (default: the model input names and shapes)")
+    beam.add_argument("--rows-per-batch", type=int, metavar="ROWS",
+                      help="rows per RunInference batch (default: one chunk of pairs, 64 to 256 rows, at most 64 MiB "
+                           "of values)")
+    beam.add_argument("--attempts", type=int, metavar="N",
+                      help="runs of the whole pipeline if it fails (default: 2 on the local runner, which retries no "
+                           "bundle; 1 elsewhere)")
     p.set_defaults(func=cmd_explain, takes_pipeline_args=pipeline_mode)
 
     p = sub.add_parser("demo", help="train a digits CNN, explain it, check additivity, time it, plot it")
-    p.add_argument("--out", default="tfshap_demo.png", metavar="PNG", help="the heatmap grid to write (default: %(default)s)")
+    p.add_argument("--out", default="tfshap_demo.png", metavar="PNG",
+                   help="the heatmap grid to write (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer epochs and samples (seconds, for tests)")
     p.set_defaults(func=cmd_demo)
     return parser

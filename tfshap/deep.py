@@ -329,7 +329,8 @@ def _reference_means(explainer: DeepSHAPExplainer, refs: References, n: int) -> 
 
 
 def _probe_row_sizes(traced, row_shapes) -> tuple[int, int]:
-    """Trace ``traced`` for rows of ``row_shapes`` (no run): bytes of float activations and attributed elements per row."""
+    """Trace ``traced`` for rows of ``row_shapes`` (no run): bytes of float activations and attributed
+    elements per row."""
     specs = [tf.TensorSpec([None, *shape], spec.dtype) for shape, spec in zip(row_shapes, traced.input_specs)]
     found = {}
 

@@ -122,7 +122,9 @@ def run_demo(out: str = "tfshap_demo.png", *, quick: bool = False, print_fn=prin
     import tfshap
 
     if keras.backend.backend() != "tensorflow":
-        raise ValueError(f"the demo needs Keras 3 on the TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}")
+        raise ValueError(
+            f"the demo needs Keras 3 on the TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}"
+        )
     settings = QUICK if quick else FULL
     n, k = settings["n_explain"], settings["n_background"]
     x_train, y_train, x_test, y_test = load_digits_data()

@@ -164,7 +164,8 @@ class PathProgram:
         index = tf.TensorSpec([None], tf.int32)
         row_float = tf.TensorSpec([None], tf.float64)
         return fn.get_concrete_function(
-            specs, specs, index, index, row_float, row_float, tf.TensorSpec([None, k], tf.int32), tf.TensorSpec([2], tf.int64)
+            specs, specs, index, index, row_float, row_float,
+            tf.TensorSpec([None, k], tf.int32), tf.TensorSpec([2], tf.int64),
         )
 
     def _smoothed(self, x: list[tf.Tensor], seed: tf.Tensor) -> list[tf.Tensor]:
@@ -380,7 +381,9 @@ class PathExplainer(CompiledExplainer):
         if variances and self.method != "expected_gradients":
             raise ValueError("variances come from sampling: they need method='expected_gradients'")
         if variances and nsamples < 2:
-            raise ValueError(f"return_variances=True needs nsamples >= 2 to estimate a variance; got nsamples={nsamples}")
+            raise ValueError(
+                f"return_variances=True needs nsamples >= 2 to estimate a variance; got nsamples={nsamples}"
+            )
         arrays = as_arrays(x, self.input_specs, "x", allow_integer=False)
         outputs = self.outputs_of(arrays)
         base = self.expected_value
@@ -463,7 +466,9 @@ class GradientExplainer:
         """The mean model output over ``data``, ``(n_outputs,)``."""
         return self.explainer.expected_value
 
-    def shap_values(self, X, nsamples=200, ranked_outputs=None, output_rank_order="max", rseed=None, return_variances=False):
+    def shap_values(
+        self, X, nsamples=200, ranked_outputs=None, output_rank_order="max", rseed=None, return_variances=False
+    ):
         """shap's layout: ``(n, *input_shape, n_outputs)`` per input (a list for several inputs).
 
         With ``ranked_outputs``: ``(values, indexes)``; with ``return_variances``:

@@ -154,7 +154,9 @@ class AttributionCallback(keras.callbacks.Callback, tf_keras.callbacks.Callback)
 # TensorBoard's scalar and image summaries, written with TensorFlow alone (TensorBoard is only
 # needed to view them): the tensor layouts and plugin names of tensorboard.summary.v2.
 def _metadata(plugin: str, data_class: int):
-    return tf.compat.v1.SummaryMetadata(plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name=plugin), data_class=data_class)
+    return tf.compat.v1.SummaryMetadata(
+        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name=plugin), data_class=data_class
+    )
 
 
 _SCALAR = _metadata("scalars", 1)  # DATA_CLASS_SCALAR
@@ -187,7 +189,8 @@ def heatmaps(values: np.ndarray, output_index: np.ndarray) -> np.ndarray:
     summed over the axes after ``h, w``, scaled by its largest ``|value|``.
     """
     count = min(len(values), MAX_IMAGES)
-    chosen = np.take_along_axis(values[:count], output_index[:count].reshape(-1, *[1] * (values.ndim - 1)), axis=-1)[..., 0]
+    index = output_index[:count].reshape(-1, *[1] * (values.ndim - 1))
+    chosen = np.take_along_axis(values[:count], index, axis=-1)[..., 0]
     maps = chosen.reshape(count, chosen.shape[1], chosen.shape[2], -1).sum(axis=-1)
     scale = np.abs(maps).max(axis=(1, 2), keepdims=True)
     s = np.divide(maps, scale, out=np.zeros_like(maps), where=scale > 0)

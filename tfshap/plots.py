@@ -34,7 +34,9 @@ def _image_inputs(values, pixels, labels):
     """``(values (n, h, w, c, k), pixels (n, h, w, c), labels (n, k) or None)`` from any accepted form."""
     if isinstance(values, Attributions):
         if isinstance(values.values, list):
-            raise ValueError("the explained model has several inputs: plot one, e.g. plots.image(a.values[0], a.data[0])")
+            raise ValueError(
+                "the explained model has several inputs: plot one, e.g. plots.image(a.values[0], a.data[0])"
+            )
         if labels is None and values.output_indices is not None:
             labels = np.array([[f"output {j}" for j in row] for row in values.output_indices])
         pixels = values.data if pixels is None else pixels
@@ -74,7 +76,8 @@ def _picture(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _columns(heat: np.ndarray, predicted, max_columns) -> np.ndarray:
-    """``(n, c)`` output columns per row: all ``k``, or the predicted then the largest ``Σ|value|`` (``c = max_columns``)."""
+    """``(n, c)`` output columns per row: all ``k``, or the predicted then the largest ``Σ|value|``
+    (``c = max_columns``)."""
     n, k = heat.shape[0], heat.shape[-1]
     integer = isinstance(max_columns, (int, np.integer)) and not isinstance(max_columns, bool)
     if max_columns is not None and (not integer or max_columns < 1):

@@ -573,4 +573,11 @@ def write_modisco_inputs(directory, onehot, hypothetical) -> tuple[Path, Path]:
     return ohe, shap
 
 
-__all__ = ["one_hot", "dinuc_shuffle", "shuffled_references", "chrombpnet_like", "profile_target", "write_modisco_inputs"]
+__all__ = [
+    "one_hot",
+    "dinuc_shuffle",
+    "shuffled_references",
+    "chrombpnet_like",
+    "profile_target",
+    "write_modisco_inputs",
+]

@@ -42,8 +42,13 @@ class NpyAppender:
         self._file.write(self._header(0, self._header_bytes))
 
     def _header(self, rows: int, size: int | None = None) -> bytes:
-        """Format 1.0: magic, a 2-byte length, the dict padded with spaces to ``size`` (a multiple of 64) and a newline."""
-        fields = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (rows, *self.row_shape)}
+        """Format 1.0: magic, a 2-byte length, the dict padded with spaces to ``size`` (a multiple of 64)
+        and a newline."""
+        fields = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": (rows, *self.row_shape),
+        }
         text = repr(fields)
         magic = b"\x93NUMPY\x01\x00"
         size = size or -(-(len(magic) + 2 + len(text) + 1) // 64) * 64
@@ -136,7 +141,9 @@ def output_paths(path, n_inputs: int) -> list[Path]:
     """One ``.npy`` path per model input: ``path`` itself, or a list of them."""
     paths = list(path) if isinstance(path, (list, tuple)) else [path]
     if len(paths) != n_inputs:
-        raise ValueError(f"path: the model has {n_inputs} input(s), so expected {n_inputs} .npy path(s); got {len(paths)}")
+        raise ValueError(
+            f"path: the model has {n_inputs} input(s), so expected {n_inputs} .npy path(s); got {len(paths)}"
+        )
     out = []
     for p in paths:
         if not isinstance(p, (str, os.PathLike)) or Path(p).suffix != ".npy":

@@ -42,7 +42,9 @@ def as_arrays(data, specs: Sequence[tf.TensorSpec], what: str, *, allow_integer:
     elif n_inputs == 1:
         items = [data]
     else:
-        raise ValueError(f"{what} must be a list of {n_inputs} arrays, one per model input; got a single {type(data).__name__}")
+        raise ValueError(
+            f"{what} must be a list of {n_inputs} arrays, one per model input; got a single {type(data).__name__}"
+        )
     arrays = []
     for index, (item, spec) in enumerate(zip(items, specs)):
         name = what if n_inputs == 1 else f"{what}[{index}]"
@@ -78,7 +80,9 @@ def _check_one(item, spec: tf.TensorSpec, name: str, *, allow_integer: bool, fir
     try:
         array = np.asarray(item)
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{name} must be an array of shape {_expected_shape(spec)}; could not convert {type(item).__name__}: {exc}") from None
+        raise ValueError(
+            f"{name} must be an array of shape {_expected_shape(spec)}; could not convert {type(item).__name__}: {exc}"
+        ) from None
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(f"{name} must be numeric, of shape {_expected_shape(spec)}; got dtype {array.dtype}")
     if np.issubdtype(array.dtype, np.complexfloating):
@@ -100,7 +104,8 @@ def _check_one(item, spec: tf.TensorSpec, name: str, *, allow_integer: bool, fir
         if _not_finite(converted):
             raise ValueError(
                 f"{name} has {_not_finite(converted)} value(s) too large for the model input dtype "
-                f"{spec.dtype.name}, in {_rows_not_finite(converted, first_row)}; expected finite {spec.dtype.name} numbers"
+                f"{spec.dtype.name}, in {_rows_not_finite(converted, first_row)}; "
+                f"expected finite {spec.dtype.name} numbers"
             )
     if not spec.dtype.is_floating and not allow_integer:
         raise ValueError(
@@ -131,7 +136,9 @@ def explicit_references(references, n: int, specs: Sequence[tf.TensorSpec], *, a
         table.append(_check_one(rows, spec, name, allow_integer=allow_integer))
     k = items and np.asarray(items[0]).shape[1]
     if any(np.asarray(item).shape[1] != k for item in items):
-        raise ValueError(f"references: every input needs the same K rows per sample; got {[np.shape(i)[1] for i in items]}")
+        raise ValueError(
+            f"references: every input needs the same K rows per sample; got {[np.shape(i)[1] for i in items]}"
+        )
     return References(table, np.arange(n + 1) * k)
 
 
@@ -155,8 +162,10 @@ def references_from_function(fn, samples: list[np.ndarray], specs: Sequence[tf.T
             if array.ndim == len(spec.shape) and len(array) == 0:
                 raise ValueError(f"{name} returned K = 0 reference rows; expected at least one")
             if array.ndim != len(spec.shape) or array.shape[1:] != samples[index].shape[1:]:
-                raise ValueError(f"{name} returned shape {array.shape}; expected (K, {', '.join(map(str, samples[index].shape[1:]))})"
-                                 " like the sample")
+                raise ValueError(
+                    f"{name} returned shape {array.shape}; "
+                    f"expected (K, {', '.join(map(str, samples[index].shape[1:]))}) like the sample"
+                )
             tables[index].append(_check_one(array, spec, name, allow_integer=allow_integer))
             counts.add(len(array))
         if len(counts) > 1:

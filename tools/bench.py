@@ -26,9 +26,9 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow: shap.DeepExplainer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -216,13 +216,17 @@ def tfshap_and_floor(workload: dict, jit: bool = False, other_backward: bool = F
     call, note, workload["first"], explainer = _compiled(lambda: tfshap.compile(model, background), samples)
     methods["tfshap"] = (call, note)
     if jit:  # the same explainer compiled with XLA, a row of its own
-        call, note, _, _ = _compiled(lambda: tfshap.compile(model, background, jit_compile=True), samples, refusable=True)
+        call, note, _, _ = _compiled(
+            lambda: tfshap.compile(model, background, jit_compile=True), samples, refusable=True
+        )
         methods["tfshap, jit_compile=True"] = (call, note)
     if other_backward and explainer is not None:  # the strategy tfshap does not pick, to check that choice
         methods.update(_other_backward(explainer, model, background, samples))
     floor = plain_gradient_floor(model, workload["n_outputs"])
     floor(samples, background).numpy()  # warm-up (traces)
-    methods[FLOOR] = (lambda: floor(samples, background).numpy(), "1 forward over 2·N·K rows + 1 tf.gradients per output")
+    methods[FLOOR] = (
+        lambda: floor(samples, background).numpy(), "1 forward over 2·N·K rows + 1 tf.gradients per output"
+    )
     return methods
 
 
@@ -356,7 +360,9 @@ def stream_child(n: int, k: int) -> None:
         del inputs
         explainer = tfshap.compile(build_cnn(tf_keras), background)
         start = time.perf_counter()
-        result = explainer.explain_to(f"{scratch}/values.npy", np.load(f"{scratch}/x.npy", mmap_mode="r"), progress=False)
+        result = explainer.explain_to(
+            f"{scratch}/values.npy", np.load(f"{scratch}/x.npy", mmap_mode="r"), progress=False
+        )
         seconds = time.perf_counter() - start
         size_mib = os.path.getsize(f"{scratch}/values.npy") / 2**20
         print(f"{n} {k} {peak_rss_mib():.0f} {seconds:.1f} {result.additivity_error:.1e} {size_mib:.0f}")
@@ -371,7 +377,10 @@ def _child_fields(flag: str, n: int, k: int) -> list[str]:
 
 def stream_table(ns: list[int], k: int) -> None:
     """Peak RSS of explain_to over memory-mapped inputs of growing length, each in a fresh process."""
-    print(f"\nStreaming: digits CNN, K={k}, all 10 outputs, explain_to from a memory-mapped .npy (peak RSS, ru_maxrss)\n")
+    print(
+        f"\nStreaming: digits CNN, K={k}, all 10 outputs, explain_to from a memory-mapped .npy "
+        "(peak RSS, ru_maxrss)\n"
+    )
     print("| samples N | values file MiB | peak RSS MiB | seconds | additivity error |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for n in ns:
@@ -382,7 +391,10 @@ def stream_table(ns: list[int], k: int) -> None:
 def memory_table(n: int, ks: list[int], exported: bool = False) -> None:
     """Peak RSS of one explanation per background size, each in a fresh process."""
     through = "the exported SavedModel's explain" if exported else "explain"
-    print(f"\nMemory: digits CNN, N={n} samples, all 10 outputs, {through}, a fresh process per row (peak RSS, ru_maxrss)\n")
+    print(
+        f"\nMemory: digits CNN, N={n} samples, all 10 outputs, {through}, a fresh process per row "
+        "(peak RSS, ru_maxrss)\n"
+    )
     print("| background rows K | pairs | peak RSS MiB | seconds | pairs per chunk | additivity error |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for k in ks:
@@ -394,9 +406,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="samples explained by the digits CNN (default %(default)s)")
     parser.add_argument("--k", type=int, default=100, help="background rows of the digits CNN (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per method, after one warm-up (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed calls per method, after one warm-up (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (default %(default)s)")
-    parser.add_argument("--workloads", default="cnn", help=f"comma-separated, from {','.join(WORKLOADS)} or all (default %(default)s)")
+    parser.add_argument("--workloads", default="cnn",
+                        help=f"comma-separated, from {','.join(WORKLOADS)} or all (default %(default)s)")
     parser.add_argument("--skip-shap", action="store_true", help="leave shap.DeepExplainer out")
     parser.add_argument("--jit", action="store_true", help="add a row for tfshap compiled with jit_compile=True (XLA)")
     parser.add_argument("--other-backward", action="store_true",
@@ -404,13 +418,15 @@ def main(argv=None) -> int:
                              "(vectorized over the outputs, or a pass per output)")
     parser.add_argument("--gradient", action="store_true",
                         help="also tfshap.GradientExplainer vs shap.GradientExplainer (tools/bench_gradient.py), N=--n")
-    parser.add_argument("--memory", default="", help="comma-separated background sizes: peak RSS per size (digits CNN, N=--n)")
+    parser.add_argument("--memory", default="",
+                        help="comma-separated background sizes: peak RSS per size (digits CNN, N=--n)")
     parser.add_argument("--memory-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
     parser.add_argument("--export-memory", default="",
                         help="as --memory, through the explainer's exported SavedModel loaded back")
     parser.add_argument("--export-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
     parser.add_argument("--stream", default="",
-                        help="comma-separated sample counts: peak RSS of explain_to over a memory-mapped input (digits CNN, K=--k)")
+                        help="comma-separated sample counts: peak RSS of explain_to over a memory-mapped input "
+                             "(digits CNN, K=--k)")
     parser.add_argument("--stream-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
     parser.add_argument("--first-call", action="store_true",
                         help="time to first attribution: compile + first explain against the floor's first call, each "
@@ -437,7 +453,8 @@ def main(argv=None) -> int:
         stream_table([int(n) for n in args.stream.split(",")], args.k)
         return 0
     if args.memory or args.export_memory:
-        memory_table(args.n, [int(k) for k in (args.memory or args.export_memory).split(",")], exported=bool(args.export_memory))
+        sizes = [int(k) for k in (args.memory or args.export_memory).split(",")]
+        memory_table(args.n, sizes, exported=bool(args.export_memory))
         return 0
     names = list(WORKLOADS) if args.workloads == "all" else args.workloads.split(",")
     unknown = sorted(set(names) - set(WORKLOADS))
@@ -462,7 +479,9 @@ def main(argv=None) -> int:
     # gradient registry patched (shap_DivNoNan, ...), after which training or tracing a gradient
     # by op type fails in this process.
     workloads = {name: prepare_workload(name, args, data) for name in names}
-    methods = {name: tfshap_and_floor(workloads[name], jit=args.jit, other_backward=args.other_backward) for name in names}
+    methods = {
+        name: tfshap_and_floor(workloads[name], jit=args.jit, other_backward=args.other_backward) for name in names
+    }
     summary = []
     for name in names:
         w = workloads[name]

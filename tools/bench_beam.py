@@ -69,7 +69,9 @@ def run_beam(d: Path, which: str, workers: int, rows_per_batch: int | None, intr
     (``intra_op``: TF_NUM_INTRAOP_THREADS for the worker processes)."""
     from tfshap import beam as tb
 
-    handler_kwargs = {} if rows_per_batch is None else {"min_batch_size": rows_per_batch, "max_batch_size": rows_per_batch}
+    handler_kwargs = (
+        {} if rows_per_batch is None else {"min_batch_size": rows_per_batch, "max_batch_size": rows_per_batch}
+    )
     handler = tb.ExplainModelHandler(d / "cnn.keras", d / "bg.npy", **handler_kwargs)
     out = d / f"out-{which}-{workers}"
     shutil.rmtree(out, ignore_errors=True)
@@ -136,7 +138,8 @@ def main() -> None:
         print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; load average {load:.2f} at the start, "
               f"{os.getloadavg()[0]:.2f} at the end. {args.rows} rows, K={args.k}, {rows_per_batch} rows per batch, "
               f"best of {args.repeats}.\n")
-        print("| run | wall s | CPU s | rows/s | × in-process | fixed cost s | marginal rows/s | marginal × in-process |")
+        print("| run | wall s | CPU s | rows/s | × in-process | fixed cost s | marginal rows/s "
+              "| marginal × in-process |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         wall, cpu = best["in-process"]
         print(f"| in-process `explain` | {wall:.2f} | {cpu:.1f} | {base:.0f} | 1.00 | | | |")
@@ -144,7 +147,8 @@ def main() -> None:
             (whole, cpu), (small, _) = best[(workers, threads, "rows")], best[(workers, threads, "small")]
             marginal = (args.rows - args.small) / max(whole - small, 1e-9)
             fixed = small - args.small / marginal
-            name = f"Beam, {workers} worker{'s' if workers > 1 else ''}" + (f", {threads} TF thread(s) each" if threads else "")
+            name = f"Beam, {workers} worker{'s' if workers > 1 else ''}"
+            name += f", {threads} TF thread(s) each" if threads else ""
             print(f"| {name} | {whole:.2f} | {cpu:.1f} | {args.rows / whole:.0f} | "
                   f"{args.rows / whole / base:.2f} | {fixed:.1f} | {marginal:.0f} | {marginal / base:.2f} |")
     finally:

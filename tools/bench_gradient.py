@@ -25,8 +25,6 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-
 from bench import cpu_model, timed  # noqa: E402  (tools/ is on sys.path when run as a script)
 
 N_BACKGROUND = 100
@@ -72,7 +70,9 @@ def gradient_workload(n: int = 8, nsamples: int = 200, repeats: int = 3) -> list
     methods = {
         "tfshap.GradientExplainer (batch_size=50)": lambda: ours.shap_values(samples, nsamples=nsamples, rseed=0),
         "tfshap.GradientExplainer (batch_size=None)": lambda: ours_big.shap_values(samples, nsamples=nsamples, rseed=0),
-        f"shap.GradientExplainer (shap {shap.__version__})": lambda: theirs.shap_values(samples, nsamples=nsamples, rseed=0),
+        f"shap.GradientExplainer (shap {shap.__version__})": (
+            lambda: theirs.shap_values(samples, nsamples=nsamples, rseed=0)
+        ),
     }
     times, gaps = {}, {}
     for name, call in methods.items():
@@ -101,7 +101,8 @@ def gradient_workload(n: int = 8, nsamples: int = 200, repeats: int = 3) -> list
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| method | best s | median s | CPU s (best) | samples/s (best) | × shap's samples/s | mean abs(sum − (f(x) − E f(b))) |",
+        "| method | best s | median s | CPU s (best) | samples/s (best) | × shap's samples/s "
+        "| mean abs(sum − (f(x) − E f(b))) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="samples explained (default %(default)s)")
     parser.add_argument("--nsamples", type=int, default=200, help="draws per sample (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per method after a warm-up (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed calls per method after a warm-up (default %(default)s)")
     args = parser.parse_args(argv)
     load_start = os.getloadavg()[0]
     rows = gradient_workload(args.n, args.nsamples, args.repeats)

@@ -8,8 +8,9 @@ Every layer class of ``tf_keras.layers`` and ``keras.layers`` (aliases folded) i
 small float64 model, ``Input → layer → Flatten → Dense(1)``, compiled with tfshap and
 explained. A row is *supported* (the attributions sum to ``f(x) − E[f(background)]``, and
 the explained outputs are the model's inference outputs, within ``TOLERANCE``, or the
-float32 bound of :func:`float32_tolerance` for layers TensorFlow computes in float32), *error* (``UnsupportedOpError``, naming the op types), or *n/a*
-(no float arithmetic to explain at inference, with the reason, from ``NOT_APPLICABLE``).
+float32 bound of :func:`float32_tolerance` for layers TensorFlow computes in float32),
+*error* (``UnsupportedOpError``, naming the op types), or *n/a* (no float arithmetic to
+explain at inference, with the reason, from ``NOT_APPLICABLE``).
 Layers that need constructor arguments or other inputs get them from ``SPECS``; some
 layers get extra rows for variants (``Dot(normalize=True)``, ``Lambda`` with common ops).
 
@@ -81,7 +82,8 @@ class Spec:
     make: Callable | None = None  # K -> layer; None: K.layers.<row name>()
     shapes: tuple = ((6, 4),)
     call: Callable | None = None  # (layer, inputs) -> tensor; None: layer(one input) or layer(list)
-    integer_input: int = 0  # > 0: integer inputs below this bound, explained at the output of the layer named "attributed"
+    # > 0: integer inputs below this bound, explained at the output of the layer named "attributed"
+    integer_input: int = 0
     keras: tuple = KERASES
     dtype: str = "float64"
     #: Why this row is checked to float32 precision only (TensorFlow computes it in float32).
@@ -154,7 +156,9 @@ SPECS: dict = {  # a row name, or (Keras, row name) for one Keras only, → its 
     "Bidirectional": Spec(make=lambda K: K.layers.Bidirectional(K.layers.LSTM(2))),
     "CenterCrop": Spec(make=_make("CenterCrop", 4, 4), shapes=IMAGE),
     "Concatenate": Spec(shapes=MERGE),
-    "ContrastLimitedAdaptiveHistogramEqualization": Spec(make=_make("ContrastLimitedAdaptiveHistogramEqualization", value_range=(0, 1)), shapes=RGB),
+    "ContrastLimitedAdaptiveHistogramEqualization": Spec(
+        make=_make("ContrastLimitedAdaptiveHistogramEqualization", value_range=(0, 1)), shapes=RGB
+    ),
     "Conv1D": Spec(make=_make("Conv1D", 2, 3)),
     "Conv1DTranspose": Spec(make=_make("Conv1DTranspose", 2, 3, strides=2)),
     "Conv2D": Spec(make=_make("Conv2D", 2, 3), shapes=IMAGE),
@@ -190,7 +194,9 @@ SPECS: dict = {  # a row name, or (Keras, row name) for one Keras only, → its 
     "LSTMCell": _rnn_of("LSTMCell"),
     "GRUCell": _rnn_of("GRUCell"),
     "SimpleRNNCell": _rnn_of("SimpleRNNCell"),
-    "StackedRNNCells": Spec(make=lambda K: K.layers.RNN(K.layers.StackedRNNCells([K.layers.SimpleRNNCell(3), K.layers.GRUCell(2)]))),
+    "StackedRNNCells": Spec(
+        make=lambda K: K.layers.RNN(K.layers.StackedRNNCells([K.layers.SimpleRNNCell(3), K.layers.GRUCell(2)]))
+    ),
     "Lambda": _lambda(lambda t: tf.square(t) + tf.sin(t)),
     "Lambda(tf.where varying condition)": _lambda(lambda t: tf.where(t > 0.2, t * t, -t)),
     "Lambda(tf.math.cumsum)": _lambda(lambda t: tf.math.cumsum(t, axis=1)),
@@ -200,18 +206,24 @@ SPECS: dict = {  # a row name, or (Keras, row name) for one Keras only, → its 
     "Lambda(tf.nn.l2_normalize)": _lambda(lambda t: tf.nn.l2_normalize(t, axis=-1)),
     "Lambda(tf.reduce_logsumexp)": _lambda(lambda t: tf.reduce_logsumexp(t, axis=-1)),
     "Lambda(tf.sort)": _lambda(lambda t: tf.sort(t, axis=-1)),
-    "Lambda(tf.image.resize bilinear)": _lambda(lambda t: tf.image.resize(t, (9, 9)), shapes=IMAGE, float32_reason=_BILINEAR),
+    "Lambda(tf.image.resize bilinear)": _lambda(
+        lambda t: tf.image.resize(t, (9, 9)), shapes=IMAGE, float32_reason=_BILINEAR
+    ),
     "LeakyReLU": Spec(make=_make("LeakyReLU", kwargs=_args(tf_keras={"alpha": 0.2}, keras3={"negative_slope": 0.2}))),
     "Masking": Spec(make=_make("Masking", mask_value=0.0)),
     "MaxNumBoundingBoxes": Spec(make=_make("MaxNumBoundingBoxes", max_number=2)),
     "MelSpectrogram": _float32(_make("MelSpectrogram", fft_length=16, sequence_stride=8, num_mel_bins=4), ((64,),)),
     "Maximum": Spec(shapes=MERGE),
     "Minimum": Spec(shapes=MERGE),
-    "MultiHeadAttention": Spec(make=_make("MultiHeadAttention", num_heads=2, key_dim=2), shapes=MERGE, call=_attention_call),
+    "MultiHeadAttention": Spec(
+        make=_make("MultiHeadAttention", num_heads=2, key_dim=2), shapes=MERGE, call=_attention_call
+    ),
     "Multiply": Spec(shapes=MERGE),
     "Normalization": Spec(make=_make("Normalization", mean=0.5, variance=2.0)),
     "Permute": Spec(make=_make("Permute", (2, 1))),
-    "Pipeline": Spec(make=lambda K: K.layers.Pipeline([K.layers.Rescaling(0.5), K.layers.CenterCrop(4, 4)]), shapes=IMAGE),
+    "Pipeline": Spec(
+        make=lambda K: K.layers.Pipeline([K.layers.Rescaling(0.5), K.layers.CenterCrop(4, 4)]), shapes=IMAGE
+    ),
     # At inference tf_keras RandomCrop crops the center and resizes bilinearly; Keras 3 RandomCrop keeps
     # the input size (its symbolic output shape says otherwise), so it gets the input size.
     ("tf_keras", "RandomCrop"): Spec(make=_make("RandomCrop", 4, 4), shapes=RGB, float32_reason=_BILINEAR),
@@ -236,10 +248,14 @@ SPECS: dict = {  # a row name, or (Keras, row name) for one Keras only, → its 
     "Reshape": Spec(make=_make("Reshape", (4, 6))),
     "Resizing": Spec(make=_make("Resizing", 9, 9), shapes=IMAGE, float32_reason=_BILINEAR),
     "Resizing(nearest)": Spec(make=_make("Resizing", 9, 9, interpolation="nearest"), shapes=IMAGE),
-    "ReversibleEmbedding": Spec(make=_make("ReversibleEmbedding", 7, 3, name="attributed"), shapes=((5,),), integer_input=7),
+    "ReversibleEmbedding": Spec(
+        make=_make("ReversibleEmbedding", 7, 3, name="attributed"), shapes=((5,),), integer_input=7
+    ),
     "SeparableConv1D": Spec(make=_make("SeparableConv1D", 2, 3)),
     "SeparableConv2D": Spec(make=_make("SeparableConv2D", 2, 3), shapes=IMAGE),
-    "STFTSpectrogram": Spec(make=_make("STFTSpectrogram", frame_length=16, frame_step=8, fft_length=16), shapes=((64, 1),)),
+    "STFTSpectrogram": Spec(
+        make=_make("STFTSpectrogram", frame_length=16, frame_step=8, fft_length=16), shapes=((64, 1),)
+    ),
     "SpatialDropout1D": Spec(make=_make("SpatialDropout1D", 0.5)),
     "SpatialDropout2D": Spec(make=_make("SpatialDropout2D", 0.5), shapes=IMAGE),
     "SpatialDropout3D": Spec(make=_make("SpatialDropout3D", 0.5), shapes=VOLUME),
@@ -252,7 +268,9 @@ SPECS: dict = {  # a row name, or (Keras, row name) for one Keras only, → its 
     "ThresholdedReLU": Spec(make=_make("ThresholdedReLU", theta=0.3)),
     "TimeDistributed": Spec(make=lambda K: K.layers.TimeDistributed(K.layers.Dense(2))),
     "UpSampling2D": Spec(make=_make("UpSampling2D", interpolation="nearest"), shapes=IMAGE),
-    "UpSampling2D(bilinear)": Spec(make=_make("UpSampling2D", interpolation="bilinear"), shapes=IMAGE, float32_reason=_BILINEAR),
+    "UpSampling2D(bilinear)": Spec(
+        make=_make("UpSampling2D", interpolation="bilinear"), shapes=IMAGE, float32_reason=_BILINEAR
+    ),
     "ZeroPadding1D": Spec(make=_make("ZeroPadding1D", (1, 2))),
     "ZeroPadding2D": Spec(make=_make("ZeroPadding2D", ((1, 0), (0, 2))), shapes=IMAGE),
 }
@@ -371,9 +389,13 @@ def explain_rows(K, keras_rows: dict[str, Spec], summed: bool = False) -> dict[s
     gaps = np.abs(totals + result.base_values - result.outputs).max(axis=0)
     gaps = np.maximum(gaps, np.abs(result.outputs - inference).max(axis=0))
     rows = len(background[0] if isinstance(background, list) else background)
-    float32 = float32_tolerance(model, result, rows) if any(spec.float32_reason for spec in keras_rows.values()) else None
+    needs_float32 = any(spec.float32_reason for spec in keras_rows.values())
+    float32 = float32_tolerance(model, result, rows) if needs_float32 else None
     gaps = gaps.tolist() * len(keras_rows) if summed else gaps.tolist()
-    return {row: gap / (float32 if spec.float32_reason else TOLERANCE) for (row, spec), gap in zip(keras_rows.items(), gaps)}
+    return {
+        row: gap / (float32 if spec.float32_reason else TOLERANCE)
+        for (row, spec), gap in zip(keras_rows.items(), gaps)
+    }
 
 
 def float32_tolerance(model, result, background_rows: int) -> float:
@@ -410,7 +432,9 @@ def check_row(keras_name: str, row: str, spec: Spec) -> dict:
     except tfshap.MaskMismatchError:
         return {"status": ERROR, "at_run_time": "MaskMismatchError"}
     if not miss < 1:
-        raise AssertionError(f"{keras_name} {row}: misses its tolerance {miss:.3g} times (additivity or inference outputs)")
+        raise AssertionError(
+            f"{keras_name} {row}: misses its tolerance {miss:.3g} times (additivity or inference outputs)"
+        )
     return {"status": SUPPORTED, **({"float32": spec.float32_reason} if spec.float32_reason else {})}
 
 
@@ -454,11 +478,14 @@ def _cell(result: dict | None) -> str:
 def render(results: dict) -> str:
     names = sorted({row for keras_rows in results.values() for row in keras_rows}, key=str.lower)
     lines = ["| layer | tf_keras (Keras 2) | keras (Keras 3) |", "| --- | --- | --- |"]
-    lines += [f"| `{row}` | {_cell(results['tf_keras'].get(row))} | {_cell(results['keras3'].get(row))} |" for row in names]
+    lines += [
+        f"| `{row}` | {_cell(results['tf_keras'].get(row))} | {_cell(results['keras3'].get(row))} |" for row in names
+    ]
     counts = {status: sum(r["status"] == status for k in results.values() for r in k.values())
               for status in (SUPPORTED, ERROR, NOT_APPLICABLE_STATUS)}
     lines.append("")
-    lines.append(f"{counts[SUPPORTED]} supported, {counts[ERROR]} refused, {counts[NOT_APPLICABLE_STATUS]} not applicable "
+    lines.append(f"{counts[SUPPORTED]} supported, {counts[ERROR]} refused, "
+                 f"{counts[NOT_APPLICABLE_STATUS]} not applicable "
                  "(rows over both Kerases). Generated by `python tools/layer_coverage.py --write`.")
     return "\n".join(lines)
 

@@ -39,7 +39,8 @@ def global_policy(K, name: str):
 
 @contextlib.contextmanager
 def replaced_rule(op_type: str, family: str, **kwargs):
-    """``tfshap.register_rule(op_type, family, replace=True, **kwargs)`` within the block; the rule before it afterwards.
+    """``tfshap.register_rule(op_type, family, replace=True, **kwargs)`` within the block; the rule before
+    it afterwards.
 
     Rules apply when an explainer is compiled: compile inside the block. The old rule object
     comes back as it was (``tfshap.registry.unregister_rule`` / ``restore_rule``).
@@ -68,10 +69,13 @@ def additivity_gap(values, base_values, outputs) -> np.ndarray:
 
 
 def assert_additive(attributions, atol: float) -> None:
-    """Summation-to-delta for every sample and every output (recomputed here), and the reported error is within ``atol``."""
+    """Summation-to-delta for every sample and every output (recomputed here), and the reported error is
+    within ``atol``."""
     gap = additivity_gap(attributions.values, attributions.base_values, attributions.outputs)
     assert np.max(np.abs(gap)) <= atol, f"additivity gap {np.max(np.abs(gap)):.3g} > {atol:.3g}"
-    assert 0 <= attributions.additivity_error <= atol, f"reported additivity error {attributions.additivity_error:.3g} > {atol:.3g}"
+    assert 0 <= attributions.additivity_error <= atol, (
+        f"reported additivity error {attributions.additivity_error:.3g} > {atol:.3g}"
+    )
 
 
 # -- float32 tolerances ------------------------------------------------------------------------------
@@ -128,7 +132,8 @@ def kernel_roundings(model, backward: bool = True) -> int:
 
 
 def explain_roundings(model, background_rows: int, steps: int = 1) -> int:
-    """Roundings of one attribution: forward and backward through the model (``steps`` times for a loop), then the mean over the background rows."""
+    """Roundings of one attribution: forward and backward through the model (``steps`` times for a loop),
+    then the mean over the background rows."""
     return steps * kernel_roundings(model) + background_rows
 
 

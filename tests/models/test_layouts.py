@@ -25,8 +25,12 @@ def test_two_inputs_linear_closed_form_as_a_list(K64, rng):
 
     assert isinstance(result.values, list) and len(result.values) == 2
     assert result.values[0].shape == (5, 3, 2) and result.values[1].shape == (5, 4, 2)
-    np.testing.assert_allclose(result.values[0], kernel[None, :3] * (x[0] - background[0].mean(0))[..., None], atol=1e-10, rtol=0)
-    np.testing.assert_allclose(result.values[1], kernel[None, 3:] * (x[1] - background[1].mean(0))[..., None], atol=1e-10, rtol=0)
+    np.testing.assert_allclose(
+        result.values[0], kernel[None, :3] * (x[0] - background[0].mean(0))[..., None], atol=1e-10, rtol=0
+    )
+    np.testing.assert_allclose(
+        result.values[1], kernel[None, 3:] * (x[1] - background[1].mean(0))[..., None], atol=1e-10, rtol=0
+    )
     assert_additive(result, 1e-10)
 
 
@@ -69,7 +73,9 @@ def test_two_heads_are_flattened_and_concatenated(K64, rng):
 
     assert result.values.shape == (4, 5, 3 + 4)
     head_a, head_b = model(x, training=False)
-    np.testing.assert_allclose(result.outputs, np.concatenate([head_a, np.reshape(head_b, (4, 4))], 1), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(
+        result.outputs, np.concatenate([head_a, np.reshape(head_b, (4, 4))], 1), atol=1e-12, rtol=0
+    )
     np.testing.assert_allclose(result.base_values, predict(model, background).mean(0), atol=1e-12, rtol=0)
     assert_additive(result, 1e-9)
     # each head's columns are that head explained alone

@@ -26,8 +26,12 @@ from ._helpers import explain_bound, predict
 
 
 def _tolerance(model, background, x, values) -> float:
-    """shap and tfshap compute the same float32 values by different kernels: each within the bound of one attribution."""
-    rows = [np.concatenate(pair) for pair in zip(background, x)] if isinstance(x, list) else np.concatenate([background, x])
+    """shap and tfshap compute the same float32 values by different kernels: each within the bound of one
+    attribution."""
+    if isinstance(x, list):
+        rows = [np.concatenate(pair) for pair in zip(background, x)]
+    else:
+        rows = np.concatenate([background, x])
     return 2 * explain_bound(model, rows, len(background[0] if isinstance(x, list) else background), values)
 
 
@@ -99,7 +103,8 @@ def test_values_match_shap(K, shap_dir, name):
         assert values.shape == expected.shape  # (n, features, n_outputs), the trailing axis kept for one output
         np.testing.assert_allclose(values, expected, rtol=0, atol=atol)
     np.testing.assert_allclose(explainer.expected_value, arrays["expected"], rtol=0, atol=atol)
-    assert np.abs(np.concatenate([np.ravel(v) for v in (values if isinstance(values, list) else [values])])).max() > 0.05
+    flat = np.concatenate([np.ravel(v) for v in (values if isinstance(values, list) else [values])])
+    assert np.abs(flat).max() > 0.05
 
 
 def test_two_heads_match_shap_per_head(K, shap_dir):
@@ -129,7 +134,8 @@ def test_ranked_outputs_match_shap(K, shap_dir, order):
     want_indexes = arrays[f"ranked/{order}/indexes"]
     key = -out if order == "max" else out
     # no near-ties: the ranked outputs differ by far more than float32 forward passes can
-    assert np.all(np.diff(np.take_along_axis(key, want_indexes, axis=1), axis=1) > 100 * _tolerance(model, background, x, arrays["values"]))
+    gaps = np.diff(np.take_along_axis(key, want_indexes, axis=1), axis=1)
+    assert np.all(gaps > 100 * _tolerance(model, background, x, arrays["values"]))
 
     values, indexes = _explainer(K, "relu", model, background).shap_values(x, ranked_outputs=2, output_rank_order=order)
 
@@ -148,16 +154,21 @@ def test_ranked_max_abs_takes_the_largest_magnitudes(K, shap_dir):
     background, x = arrays["background"], arrays["x"]
     out = predict(model, x)
 
-    values, indexes = _explainer(K, "relu", model, background).shap_values(x, ranked_outputs=2, output_rank_order="max_abs")
+    values, indexes = _explainer(K, "relu", model, background).shap_values(
+        x, ranked_outputs=2, output_rank_order="max_abs"
+    )
 
     np.testing.assert_array_equal(indexes, np.argsort(-np.abs(out), axis=1)[:, :2])
     atol = _tolerance(model, background, x, arrays["values"])
-    np.testing.assert_allclose(values, np.take_along_axis(arrays["values"], indexes[:, None, :], axis=2), rtol=0, atol=atol)
+    np.testing.assert_allclose(
+        values, np.take_along_axis(arrays["values"], indexes[:, None, :], axis=2), rtol=0, atol=atol
+    )
 
 
 @pytest.mark.parametrize("name", ["relu", "two_inputs"])
 def test_calling_the_explainer_gives_shaps_explanation_field_by_field(K, shap_dir, name):
-    """``e(X)``: the values and data of shap's ``Explanation``, in its layout; base values filled in (shap's are None)."""
+    """``e(X)``: the values and data of shap's ``Explanation``, in its layout; base values filled in
+    (shap's are None)."""
     pytest.importorskip("shap")
     arrays = _load(shap_dir, name)
     model = _model(K, name, arrays)
@@ -170,7 +181,9 @@ def test_calling_the_explainer_gives_shaps_explanation_field_by_field(K, shap_di
     several = isinstance(want_values, list)
     assert isinstance(explanation.values, list) == several
     atol = _tolerance(model, background, x, want_values)
-    for got, want in zip(explanation.values if several else [explanation.values], want_values if several else [want_values]):
+    for got, want in zip(
+        explanation.values if several else [explanation.values], want_values if several else [want_values]
+    ):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=atol)
     for got, want in zip(explanation.data if several else [explanation.data], want_data if several else [want_data]):

@@ -44,5 +44,7 @@ def test_softmax_is_additive_for_far_apart_logits(K, activation, dtype, gap):
     tolerance = float32_bound(SOFTMAX_ROUNDINGS, magnitude) if dtype == "float32" else 1e-9 * magnitude
     assert_additive(result, tolerance)
     # exact in every output: the values sum to the change in each probability (or log-probability)
-    expected = np.asarray(model(x, training=False), np.float64) - np.asarray(model(background, training=False), np.float64)
+    expected = (
+        np.asarray(model(x, training=False), np.float64) - np.asarray(model(background, training=False), np.float64)
+    )
     np.testing.assert_allclose(result.values.sum(1, dtype=np.float64), expected, rtol=0, atol=tolerance)

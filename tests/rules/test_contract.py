@@ -204,7 +204,9 @@ def _rows(a):
 def test_the_case_table_covers_exactly_the_registered_op_types():
     registered = {r.op_type for r in registry.rules()}
     tabled = {c.op_type for c in CASES} | MASK_OP_TYPES  # integer mask inputs: test_mask_inputs.py
-    assert not registered - tabled, f"registered op types with no case in tests/rules/cases.py: {sorted(registered - tabled)}"
+    assert not registered - tabled, (
+        f"registered op types with no case in tests/rules/cases.py: {sorted(registered - tabled)}"
+    )
     assert not tabled - registered, f"cases for op types with no registered rule: {sorted(tabled - registered)}"
 
 
@@ -293,7 +295,9 @@ def test_nearly_equal_reference(case):
         _, ms = run(case, dtype, xs, rs)
         for m, g in zip(ms, expected):
             assert np.all(np.isfinite(m)), f"non-finite multipliers with r = x·(1 + {rel:g})"
-            np.testing.assert_allclose(m, g, rtol=tol, atol=tol * max(1.0, np.abs(g).max()), err_msg=f"r = x·(1 + {rel:g})")
+            np.testing.assert_allclose(
+                m, g, rtol=tol, atol=tol * max(1.0, np.abs(g).max()), err_msg=f"r = x·(1 + {rel:g})"
+            )
 
 
 MONOTONE = [c for c in CASES if c.monotone]
@@ -350,7 +354,10 @@ def test_half_precision(case_id, dtype):
     """The rules build and sum to delta, to the precision of the dtype, in float16 and bfloat16."""
     case = BY_ID[case_id]
     # The values the graph sees, so that Δ below is the Δ it multiplies.
-    xs, rs = ([tf.cast(tf.constant(v, tf.as_dtype(dtype)), tf.float64).numpy() for v in vs] for vs in sample(case.args, SEED[case_id]))
+    xs, rs = (
+        [tf.cast(tf.constant(v, tf.as_dtype(dtype)), tf.float64).numpy() for v in vs]
+        for vs in sample(case.args, SEED[case_id])
+    )
     outs, ms = run(case, dtype, xs, rs)
     weights = compiled(case_id, dtype).weights
     lhs = sum(_rows(m * (x - r)).sum(1) for m, x, r in zip(ms, xs, rs))

@@ -174,7 +174,9 @@ def test_the_closed_forms_are_the_two_player_shapley_values(op_type):
     """The closed forms above are the two-player formula worked out (a check of this file's references)."""
     rng = np.random.default_rng(7)
     a, ra, b, rb = (rng.choice([-1, 1], 20) * rng.uniform(0.5, 2.0, 20) for _ in range(4))
-    for closed, general in zip(CLOSED_FORMS[op_type](a, ra, b, rb), two_player_shapley(ELEMENTWISE[op_type], a, ra, b, rb)):
+    for closed, general in zip(
+        CLOSED_FORMS[op_type](a, ra, b, rb), two_player_shapley(ELEMENTWISE[op_type], a, ra, b, rb)
+    ):
         np.testing.assert_allclose(closed, general, rtol=1e-12, atol=1e-12)
 
 
