@@ -19,10 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from models._helpers import assert_additive  # noqa: E402
 
 import tfshap  # noqa: E402
-
-from models._helpers import assert_additive  # noqa: E402
 
 L, D, E = 3, 4, 2  # tokens, features, experts
 
