@@ -72,7 +72,8 @@ def plan(op: tf.Operation, varying: tuple[bool, ...]):
         return Refusal(reason)
     if sum(varying) == 1:
         return KEEP  # linear (an Einsum op takes at most two operands)
-    unreadable = [reading_refusal(t, _operand_name(op, i), leading=False) for i, t in enumerate(op.inputs) if varying[i]]
+    unreadable = [reading_refusal(t, _operand_name(op, i), leading=False)
+                  for i, t in enumerate(op.inputs) if varying[i]]
     return Refusal(next(r for r in unreadable if r)) if any(unreadable) else APPLY
 
 
@@ -87,7 +88,8 @@ def bilinear(op: tf.Operation, grad: tf.Tensor):
         if not flags[index]:
             grads.append(None)
             continue
-        args = [mid if flag and other != index else t for other, (t, flag, mid) in enumerate(zip(op.inputs, flags, mids))]
+        args = [mid if flag and other != index else t
+                for other, (t, flag, mid) in enumerate(zip(op.inputs, flags, mids))]
         with tf.GradientTape() as tape:
             tape.watch(operand)
             product = _reapply_product(op, args)

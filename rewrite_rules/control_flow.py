@@ -21,7 +21,8 @@ linear("While", "StatelessWhile", family="control_flow", doc="m flows through th
 
 # Linear in the list handle and the element tensors; indices, shapes and lengths are constants.
 _LIST_DOC = "m = ∂out/∂in (moves tensors in and out of a list)"
-linear("TensorListFromTensor", "TensorListStack", "TensorListGetItem", inputs=(0,), family="control_flow", doc=_LIST_DOC)
+linear("TensorListFromTensor", "TensorListStack", "TensorListGetItem", inputs=(0,), family="control_flow",
+       doc=_LIST_DOC)
 linear("TensorListSetItem", inputs=(0, 2), family="control_flow", doc=_LIST_DOC)
 
 

@@ -120,7 +120,8 @@ def _gather_plan(op: tf.Operation, varying: tuple[bool, ...]):
 def gather(op: tf.Operation, grad: tf.Tensor):
     """m = ∂out/∂params; indices that vary must be the same for sample and reference (checked)"""
     params = op.inputs[0]
-    params_grad = derivative_along(lambda p: reapply(op, p, *op.inputs[1:]), params, grad) if varying_inputs(op)[0] else None
+    params_grad = (derivative_along(lambda p: reapply(op, p, *op.inputs[1:]), params, grad)
+                   if varying_inputs(op)[0] else None)
     return [params_grad] + [None] * (len(op.inputs) - 1)
 
 

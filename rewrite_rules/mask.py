@@ -62,8 +62,10 @@ def _select_multipliers(op: tf.Operation) -> tuple[tf.Tensor, tf.Tensor, tf.Oper
     through_then = tf.logical_not(a_still) & (c_x | b_still)
     through_else = tf.logical_not(through_then) & tf.logical_not(b_still)
     zeros = tf.zeros_like(y_x)
-    m_then = tf.where(switched, ratio(y_x - y_r, a_x - a_r, tf.logical_not(through_then), zeros), tf.cast(c_x, y_x.dtype))
-    m_else = tf.where(switched, ratio(y_x - y_r, b_x - b_r, tf.logical_not(through_else), zeros), tf.cast(~c_x, y_x.dtype))
+    m_then = tf.where(switched, ratio(y_x - y_r, a_x - a_r, tf.logical_not(through_then), zeros),
+                      tf.cast(c_x, y_x.dtype))
+    m_else = tf.where(switched, ratio(y_x - y_r, b_x - b_r, tf.logical_not(through_else), zeros),
+                      tf.cast(~c_x, y_x.dtype))
     stuck = switched & a_still & b_still & tf.logical_not(close(y_x, y_r))
     check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(stuck)), [f"{MISMATCH_MARKER} {op.name}"])
     return on_foreground(m_then), on_foreground(m_else), check
@@ -110,7 +112,8 @@ def _cast_plan(op: tf.Operation, varying: tuple[bool, ...]):
 
 
 def _checked_mask(op: tf.Operation, mask: tf.Tensor, name: str):
-    """APPLY, with a run-time check that a sample and its reference agree on ``mask``; or why its rows cannot be read."""
+    """APPLY, with a run-time check that a sample and its reference agree on ``mask``; or why its rows cannot
+    be read."""
     unreadable = reading_refusal(mask, name, leading=False)
     if unreadable:
         return Refusal(unreadable)
@@ -134,7 +137,8 @@ def _one_hot_plan(op: tf.Operation, varying: tuple[bool, ...]):
 
 @rule("OneHot", family="mask", plan=_one_hot_plan, xla_inexact=CHECKED_AT_RUN_TIME, rows=ANY_ROWS)
 def one_hot(op: tf.Operation, grad: tf.Tensor):
-    """indices that vary (routing): the same for sample and reference (checked), so the one-hot output does too: m = 0"""
+    """indices that vary (routing): the same for sample and reference (checked), so the one-hot output does
+    too: m = 0"""
     return [None] * len(op.inputs)  # nothing flows back into indices, nor into the constant depth and values
 
 

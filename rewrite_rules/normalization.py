@@ -45,7 +45,8 @@ def _layer_norm_layout_refusal(op: tf.Operation) -> str | None:
     """Why a training-mode fused batch norm may mix samples, or None when each channel is in one sample."""
     mixes = f"{op.type} computes its own moments (is_training=True) over N, H and W"
     if op.get_attr("data_format") != b"NCHW" or op.inputs[0].shape.rank != 4:
-        return f"{mixes} of a {op.get_attr('data_format').decode()} tensor, which reduces its batch axis and mixes samples"
+        return (f"{mixes} of a {op.get_attr('data_format').decode()} tensor, "
+                "which reduces its batch axis and mixes samples")
     reshape = _producer(op.inputs[0])
     if reshape.type != "Reshape":
         return f"{mixes}, and its input is not a reshape of a batch-major tensor, so N mixes samples"

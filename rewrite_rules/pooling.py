@@ -252,7 +252,8 @@ def _top_k_plan(op: tf.Operation, varying: tuple[bool, ...]):
     rank = op.inputs[0].shape.rank
     if rank is None:
         return Refusal("its input rank is not known when tracing")
-    reason = rows_refusal(op.inputs[0], [rank - 1], "it takes the maximum along") or apply_refusal(op, varying, LEADING_ROWS)
+    reason = (rows_refusal(op.inputs[0], [rank - 1], "it takes the maximum along")
+              or apply_refusal(op, varying, LEADING_ROWS))
     return Refusal(reason) if reason else APPLY
 
 

@@ -131,7 +131,8 @@ def rows_refusal(t: tf.Tensor, axes: Sequence[int], doing: str) -> str | None:
     """
     layout = layout_of(t)
     if isinstance(layout, Mixed):
-        return f"{doing} a tensor whose rows are no longer held apart ({layout.reason}), which mixes samples with references"
+        return (f"{doing} a tensor whose rows are no longer held apart ({layout.reason}), "
+                "which mixes samples with references")
     axis = row_axis(t)
     if axis not in axes:
         return None
@@ -303,7 +304,8 @@ def _outcome(op: tf.Operation, ins: list, tracker: _Tracker) -> list[Layout]:
 
 def _carried(op: tf.Operation, ins: list, maps: list, verb: str) -> Layout:
     """Where one output holds the rows its varying inputs hold, by the axes it carries."""
-    related = [(layout, mapping) for layout, mapping in zip(ins, maps) if layout is not _CONSTANT and mapping is not None]
+    related = [(layout, mapping) for layout, mapping in zip(ins, maps)
+               if layout is not _CONSTANT and mapping is not None]
     found = set()
     for layout, mapping in related:
         axis = mapping.get(layout.axis)
@@ -574,7 +576,8 @@ def _reshape(op, ins, tracker):
     j = powers.index(1)
     tracker.dims[op.outputs[0].ref()] = target
     before_in, before_out = monomial_product(source[: layout.axis]), monomial_product(target[:j])
-    row_run = tracker.canonical(monomial_product([layout.per_row, *source[layout.axis + 1:]]))  # a row, per index before
+    # a row, per index before
+    row_run = tracker.canonical(monomial_product([layout.per_row, *source[layout.axis + 1:]]))
     after_out = monomial_product(target[j + 1:])
     per_row = monomial_quotient(row_run, after_out)
     if before_in == before_out and per_row is not None:

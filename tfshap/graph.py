@@ -30,7 +30,8 @@ BRANCH_OPS = frozenset({"If", "StatelessIf", "Case", "StatelessCase"})
 CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
 
-def varying_tensors(ops: Iterable[tf.Operation], sources: Sequence[tf.Tensor], blocked: Sequence[tf.Tensor] = ()) -> set:
+def varying_tensors(ops: Iterable[tf.Operation], sources: Sequence[tf.Tensor],
+                    blocked: Sequence[tf.Tensor] = ()) -> set:
     """Refs of the tensors computed from ``sources`` (in topological ``ops``), never through ``blocked``.
 
     A loop's outputs vary only where its loop variables do (a fixed point over the body).
@@ -219,8 +220,10 @@ def _shape_arithmetic(op: tf.Operation, inner: list) -> list[Monomial] | None:
 
 def _strided_slice(op: tf.Operation, vector: list[Monomial]) -> list[Monomial] | None:
     begin, end, strides = (tf.get_static_value(i) for i in op.inputs[1:])
-    masks = {name: op.get_attr(name) for name in ("begin_mask", "end_mask", "shrink_axis_mask", "ellipsis_mask", "new_axis_mask")}
-    if any(v is None for v in (begin, end, strides)) or len(begin) != 1 or masks["ellipsis_mask"] or masks["new_axis_mask"]:
+    names = ("begin_mask", "end_mask", "shrink_axis_mask", "ellipsis_mask", "new_axis_mask")
+    masks = {name: op.get_attr(name) for name in names}
+    unknown = any(v is None for v in (begin, end, strides))
+    if unknown or len(begin) != 1 or masks["ellipsis_mask"] or masks["new_axis_mask"]:
         return None
     start = None if masks["begin_mask"] & 1 else int(begin[0])
     if masks["shrink_axis_mask"] & 1:

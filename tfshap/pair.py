@@ -81,7 +81,8 @@ def one_to_one(n: int | tf.Tensor):
 def _layout() -> Layout:
     layout = getattr(_current, "layout", None)
     if layout is None:
-        raise RuntimeError("a tfshap rule built its gradient outside tfshap.pair.paired_rows: the paired layout is unknown")
+        raise RuntimeError("a tfshap rule built its gradient outside tfshap.pair.paired_rows: "
+                           "the paired layout is unknown")
     return layout
 
 
@@ -254,7 +255,8 @@ def derivative(fn, *args: tf.Tensor, wrt: int = 0) -> tf.Tensor:
 
 
 def derivative_along(fn, at: tf.Tensor, output_gradients: tf.Tensor):
-    """The vector-Jacobian product of ``fn`` at ``at`` with ``output_gradients`` (``fn`` linear in ``at``: its gradient)."""
+    """The vector-Jacobian product of ``fn`` at ``at`` with ``output_gradients`` (``fn`` linear in ``at``:
+    its gradient)."""
     with tf.GradientTape() as tape:
         tape.watch(at)
         y = fn(at)

@@ -238,7 +238,8 @@ def two_operand(*op_types: str, family: str, linear_when: str = "never", rules: 
         cached = cached_multipliers(on_rows)
 
         def gradient(op: tf.Operation, grad: tf.Tensor):
-            return [None if m is None else unbroadcast(m * grad, tf.shape(op.inputs[i])) for i, m in enumerate(cached(op))]
+            return [None if m is None else unbroadcast(m * grad, tf.shape(op.inputs[i]))
+                    for i, m in enumerate(cached(op))]
 
         gradient.__doc__ = multipliers.__doc__
         rule(*op_types, family=family, plan=plan, rules=rules, rows=ALIGNED_ROWS)(gradient)

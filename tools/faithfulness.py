@@ -605,7 +605,8 @@ def explain_model(name: str, trained: tuple, shap_values: dict, log) -> dict:
 def _rule_sets_changing(model) -> list:
     """tfshap's rule sets other than the default that treat some layer of ``model`` differently."""
     kinds = {type(layer).__name__ for layer in model.layers}
-    return [name for name, layers in (("crossmax", {"MaxPooling2D"}), ("shapley", {"Softmax", "MultiHeadAttention"})) if kinds & layers]
+    rule_sets = (("crossmax", {"MaxPooling2D"}), ("shapley", {"Softmax", "MultiHeadAttention"}))
+    return [name for name, layers in rule_sets if kinds & layers]
 
 
 def _numpy_variants(target, x, background, values: dict) -> dict:

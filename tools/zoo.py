@@ -19,7 +19,8 @@ types), *n/a* (the reason), *too slow* (the stage it was in when its time ran ou
 (any other error, quoted); a too-slow row keeps what it measured before its time ran out.
 
 *Keras Applications*: every application of ``keras.applications`` and ``tf_keras.applications``
-has a row; the smallest of each family (``DEFAULT_APPLICATIONS``) runs by default, with random weights, 32×32 inputs where the model allows (its minimum otherwise), 10 classes,
+has a row; the smallest of each family (``DEFAULT_APPLICATIONS``) runs by default, with random
+weights, 32×32 inputs where the model allows (its minimum otherwise), 10 classes,
 BatchNormalization statistics calibrated on random batches (the running average of 4 batches'
 statistics), explained in float32 and in float64 with the same weights. The others are deeper
 or wider variants built from the same layers, listed as not run unless ``--all`` is given.
@@ -241,7 +242,8 @@ def _clip_like(prefix: str, projection=True):
 
     def kwargs(dtype):
         vision = _hub_class(f"{prefix}VisionEncoder")(8, 16, 1, 2, 32, image_shape=_IMAGE, dtype=dtype)
-        text = _hub_class(f"{prefix}TextEncoder")(VOCABULARY, 16, 16, 1, 2, 32, max_sequence_length=SEQUENCE, dtype=dtype)
+        text = _hub_class(f"{prefix}TextEncoder")(VOCABULARY, 16, 16, 1, 2, 32, max_sequence_length=SEQUENCE,
+                                                  dtype=dtype)
         return dict(vision_encoder=vision, text_encoder=text, **({"projection_dim": 8} if projection else {}))
 
     return Hub("image", kwargs, explained="images", fixed=("token_ids",), select=_first_text_logit,
@@ -290,7 +292,8 @@ HUB: dict = {
     "Qwen3Backbone": _tokens(**_DECODER, head_dim=8),
     "Qwen3MoeBackbone": _tokens(note=_ROUTED, prepare=_route_to_expert_0, **_DECODER, moe_intermediate_dim=16,
                                 num_experts=2, top_k=1, head_dim=8),
-    "Qwen3_5Backbone": _tokens(static=True, note="one linear-attention layer and one full-attention layer, " + _TEXT_ONLY,
+    "Qwen3_5Backbone": _tokens(static=True,
+                               note="one linear-attention layer and one full-attention layer, " + _TEXT_ONLY,
                                **dict(_DECODER, num_layers=2), head_dim=8,
                                layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
                                linear_num_value_heads=2, linear_key_head_dim=4, linear_value_head_dim=4,
@@ -302,8 +305,8 @@ HUB: dict = {
                                   layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
                                   linear_num_value_heads=2, linear_key_head_dim=4, linear_value_head_dim=4,
                                   linear_conv_kernel_dim=4),
-    "RWKV7Backbone": _tokens(static=True, vocabulary_size=VOCABULARY, hidden_size=16, head_size=8, num_layers=1, intermediate_dim=32,
-                             gate_lora=8, mv_lora=8, aaa_lora=8, decay_lora=8),
+    "RWKV7Backbone": _tokens(static=True, vocabulary_size=VOCABULARY, hidden_size=16, head_size=8, num_layers=1,
+                             intermediate_dim=32, gate_lora=8, mv_lora=8, aaa_lora=8, decay_lora=8),
     "RobertaBackbone": _tokens("embeddings", _ONE_LAYER_NOTE, **_TOKENS, num_heads=2, max_sequence_length=SEQUENCE),
     "RoformerV2Backbone": _tokens("embeddings_add", _SUM_NOTE.replace("position and ", ""), **_TOKENS,
                                   num_heads=2, head_size=8),
@@ -334,7 +337,8 @@ HUB: dict = {
     "BartBackbone": _seq2seq("encoder_embeddings_add", "at the encoder's token + position embeddings",
                              **_TOKENS, num_heads=2, max_sequence_length=SEQUENCE),
     "T5Backbone": _seq2seq("encoder_embedding_dropout", "after the encoder's token embedding (the embedding layer is "
-                           "shared with the decoder; the dropout is the identity at inference)", **_TOKENS, num_heads=2),
+                           "shared with the decoder; the dropout is the identity at inference)",
+                           **_TOKENS, num_heads=2),
     "EdRecBackbone": _seq2seq("embedding", "at the token embedding shared by encoder and decoder (its first call, the "
                               "encoder's)", vocab_size=VOCABULARY, num_layers_enc=1, num_layers_dec=1, hidden_dim=16,
                               intermediate_dim=32, num_heads=2),
@@ -353,8 +357,9 @@ HUB: dict = {
     "DenseNetBackbone": _image(None, stackwise_num_repeats=[1, 1], growth_rate=8),
     "EfficientNetBackbone": Hub("image", dict(
         stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 1], stackwise_input_filters=[8, 8],
-        stackwise_output_filters=[8, 16], stackwise_expansion_ratios=[1, 2], stackwise_squeeze_and_excite_ratios=[0.0, 0.25],
-        stackwise_strides=[1, 2], stackwise_block_types=["fused", "unfused"], stackwise_force_input_filters=[0, 0],
+        stackwise_output_filters=[8, 16], stackwise_expansion_ratios=[1, 2],
+        stackwise_squeeze_and_excite_ratios=[0.0, 0.25], stackwise_strides=[1, 2],
+        stackwise_block_types=["fused", "unfused"], stackwise_force_input_filters=[0, 0],
         stackwise_nores_option=[False, False], width_coefficient=1.0, depth_coefficient=1.0, num_features=32,
         input_shape=_IMAGE)),
     "HGNetV2Backbone": _image(None, stem_channels=[3, 8, 8], stackwise_stage_filters=[[8, 8, 16, 1, 1, 3]], depths=[1],
@@ -440,8 +445,8 @@ HUB: dict = {
             num_layers=1, hidden_size=8, intermediate_dim=16, num_heads=2, embedding_dim=8, num_multimask_outputs=3,
             iou_head_depth=2, iou_head_hidden_dim=8, dtype=dtype)),
         explained="images", fixed=("points", "labels", "boxes", "masks"),
-        values={"points": np.array([[8.0, 20.0]]), "labels": np.array([1.0]), "boxes": np.array([[[4.0, 4.0], [24.0, 28.0]]]),
-                "masks": np.zeros((0, 32, 32, 1))},
+        values={"points": np.array([[8.0, 20.0]]), "labels": np.array([1.0]),
+                "boxes": np.array([[[4.0, 4.0], [24.0, 28.0]]]), "masks": np.zeros((0, 32, 32, 1))},
         select=lambda outputs: outputs["image_embeddings"], note=_PROMPT_NOTE.format(what="point and box prompts") +
         "; the backbone outputs embeddings (the mask decoder runs in the segmenter task), and the head reads the "
         "image embeddings"),
@@ -515,7 +520,8 @@ def hub_classes() -> dict[str, type]:
     """Every ``keras_hub.models.*Backbone`` class (the abstract ``Backbone`` too, as an n/a row)."""
     import keras_hub
 
-    return {name: getattr(keras_hub.models, name) for name in sorted(dir(keras_hub.models)) if name.endswith("Backbone")}
+    names = sorted(name for name in dir(keras_hub.models) if name.endswith("Backbone"))
+    return {name: getattr(keras_hub.models, name) for name in names}
 
 
 def _input_name(tensor) -> str:
@@ -570,7 +576,8 @@ def hub_model(name: str, dtype: str):
 def _with_fixed_inputs(keras, backbone, spec: Hub, dtype: str):
     """The backbone called on its inputs but ``spec.fixed``, which are constants broadcast to the batch."""
     named = {_input_name(t): t for t in backbone.inputs}
-    inputs = {key: keras.Input(t.shape[1:], dtype=t.dtype, name=key) for key, t in named.items() if key not in spec.fixed}
+    inputs = {key: keras.Input(t.shape[1:], dtype=t.dtype, name=key)
+              for key, t in named.items() if key not in spec.fixed}
     first = next(iter(inputs.values()))
     feeds = dict(inputs)
     for key in spec.fixed:
@@ -578,7 +585,8 @@ def _with_fixed_inputs(keras, backbone, spec: Hub, dtype: str):
         if value is None:
             value = input_values(key, _shape(spec, key, named[key]), _dtype(named[key]), 1, np.random.default_rng(7))[0]
         feeds[key] = keras.layers.Lambda(
-            lambda t, v=value: keras.ops.broadcast_to(keras.ops.convert_to_tensor(v), (keras.ops.shape(t)[0], *v.shape)),
+            lambda t, v=value: keras.ops.broadcast_to(keras.ops.convert_to_tensor(v),
+                                                      (keras.ops.shape(t)[0], *v.shape)),
             name=f"zoo_fixed_{key}", dtype=dtype,
         )(first)
     return (first if len(inputs) == 1 else inputs), backbone(feeds)
@@ -594,7 +602,7 @@ def _dtype(tensor) -> np.dtype:
 
 def input_values(name: str, shape: tuple, dtype: np.dtype, n: int, rng) -> np.ndarray:
     """``n`` rows of an input by its name: all-ones masks, two segments, positions, token ids; floats in [0, 1]."""
-    if np.issubdtype(dtype, np.integer) or dtype == bool:
+    if np.issubdtype(dtype, np.integer) or np.dtype(dtype) == np.bool_:
         if "mask" in name:
             return np.ones((n, *shape), dtype)
         if "segment" in name:
@@ -602,7 +610,8 @@ def input_values(name: str, shape: tuple, dtype: np.dtype, n: int, rng) -> np.nd
         if "position" in name:
             return np.broadcast_to(np.arange(shape[-1]).astype(dtype), (n, *shape)).copy()
         if name.startswith("decoder_"):  # the same decoder prompt in every row
-            return np.broadcast_to(np.random.default_rng(7).integers(1, VOCABULARY, shape).astype(dtype), (n, *shape)).copy()
+            prompt = np.random.default_rng(7).integers(1, VOCABULARY, shape).astype(dtype)
+            return np.broadcast_to(prompt, (n, *shape)).copy()
         return rng.integers(1, VOCABULARY, (n, *shape)).astype(dtype)
     return rng.uniform(0.0, 1.0, (n, *shape)).astype(dtype)
 
@@ -721,7 +730,8 @@ def floor_first_call(model, background, samples, attributed, n_outputs: int) -> 
 
 def layer_gradient_floor(model, layer_name: str, n_outputs: int):
     """The floor's work from a layer: a forward pass over the 2·N·K paired rows of every input, and one
-    ``tf.gradients`` per output with respect to the layer's output; returns gradient × Δ averaged over the background."""
+    ``tf.gradients`` per output with respect to the layer's output; returns gradient × Δ averaged over the
+    background."""
     import keras
     import tensorflow as tf
 
@@ -739,7 +749,8 @@ def layer_gradient_floor(model, layer_name: str, n_outputs: int):
         y = tf.reshape(y, [2 * n * k, -1])
         delta = embedded[: n * k] - embedded[n * k :]
         per_output = [tf.gradients(y[:, j], embedded)[0][: n * k] * delta for j in range(n_outputs)]
-        return tf.reduce_mean(tf.reshape(tf.stack(per_output, -1), tf.concat([[n, k], tf.shape(per_output[0])[1:], [-1]], 0)), 1)
+        shape = tf.concat([[n, k], tf.shape(per_output[0])[1:], [-1]], 0)
+        return tf.reduce_mean(tf.reshape(tf.stack(per_output, -1), shape), 1)
 
     as_list = lambda arrays: list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]  # noqa: E731
     return lambda samples, background: floor(as_list(samples), as_list(background))
@@ -784,11 +795,13 @@ def measure(build, data, attributed, *, floor: bool, timed: bool = True, report=
     row = {"status": SUPPORTED, "float32": _error(result.additivity_error)}
     if timed:
         report("timing float32 calls", row)
-        row.update(compile_s=_seconds(compile_s), first_s=_seconds(first_s), call_s=_seconds(best_call(explainer, samples)))
+        row.update(compile_s=_seconds(compile_s), first_s=_seconds(first_s),
+                   call_s=_seconds(best_call(explainer, samples)))
     if floor and timed:
         report("the floor's first call", row)
         try:
-            row["floor_first_s"] = _seconds(floor_first_call(model, background, samples, attributed, explainer.n_outputs))
+            floor_first_s = floor_first_call(model, background, samples, attributed, explainer.n_outputs)
+            row["floor_first_s"] = _seconds(floor_first_s)
         except Exception as error:  # noqa: BLE001 - the row says why the floor is missing
             row["floor_note"] = f"the plain gradient fails ({_failure(error)})"
     report("float64", row)
@@ -825,7 +838,8 @@ def hub_row(name: str, report=lambda stage, row: None, timed: bool = True) -> di
     spec = HUB.get(name)
     if isinstance(spec, str):
         return {"status": NOT_APPLICABLE, "reason": spec}
-    info = {"kind": spec.kind, "attributed": spec.attributed or spec.explained, **({"note": spec.note} if spec.note else {})}
+    info = {"kind": spec.kind, "attributed": spec.attributed or spec.explained,
+            **({"note": spec.note} if spec.note else {})}
 
     def build(dtype, source):
         model, _ = hub_model(name, dtype)
@@ -1058,8 +1072,10 @@ def render_applications(results: dict) -> str:
                      _status_cell(row), *_errors(row), *_timing_cells(row)]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(_summary(row for rows in tables.values() for row in rows.values()) + f" {results['workload_applications']}")
-    not_run = {k: [name for name, row in sorted(rows.items()) if row["status"] == NOT_RUN] for k, rows in tables.items()}
+    summary = _summary(row for rows in tables.values() for row in rows.values())
+    lines.append(summary + f" {results['workload_applications']}")
+    not_run = {k: [name for name, row in sorted(rows.items()) if row["status"] == NOT_RUN]
+               for k, rows in tables.items()}
     if any(not_run.values()):
         lines.append("")
         lines.append("Not run by default, as deeper or wider variants of a family above, built from the same layers "
@@ -1075,7 +1091,8 @@ _INPUT_WORD = {"image": "pixels", "video": "pixels", "audio": "features"}
 
 def _summary(rows) -> str:
     rows = list(rows)
-    counts = {s: sum(r["status"] == s for r in rows) for s in (SUPPORTED, REFUSED, NOT_APPLICABLE, TOO_SLOW, FAILED, NOT_RUN)}
+    statuses = (SUPPORTED, REFUSED, NOT_APPLICABLE, TOO_SLOW, FAILED, NOT_RUN)
+    counts = {s: sum(r["status"] == s for r in rows) for s in statuses}
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "."
 
 
@@ -1088,7 +1105,8 @@ def _replace(text: str, begin: str, end: str, body: str) -> str:
 
 
 def updated_readme(text: str, results: dict) -> str:
-    footer = f"\n\nTimings from one run of `{results['command']}` ({results['minutes']:g} minutes) on {results['machine']}."
+    footer = (f"\n\nTimings from one run of `{results['command']}` ({results['minutes']:g} minutes)"
+              f" on {results['machine']}.")
     text = _replace(text, HUB_BEGIN, HUB_END, render_hub(results) + footer)
     return _replace(text, APPS_BEGIN, APPS_END, render_applications(results) + footer)
 
@@ -1125,7 +1143,8 @@ def main(argv=None) -> int:
         print(json.dumps(results, indent=1))
         return 0
     results.update(
-        command="python tools/zoo.py --write" + (" --all" if args.all else ""), minutes=round((time.perf_counter() - start) / 60, 1), machine=machine(),
+        command="python tools/zoo.py --write" + (" --all" if args.all else ""),
+        minutes=round((time.perf_counter() - start) / 60, 1), machine=machine(),
         workload_hub=WORKLOAD_HUB, workload_applications=WORKLOAD_APPLICATIONS,
     )
     if not args.write:

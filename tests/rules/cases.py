@@ -185,7 +185,8 @@ def _fourier(transform, inverse=False):
     return build
 
 
-case("Complex", "real and imaginary parts", lambda x, y: tf.math.imag(tf.complex(x, y)) + tf.math.real(tf.complex(y, x)), A(3), A(3))
+case("Complex", "real and imaginary parts",
+     lambda x, y: tf.math.imag(tf.complex(x, y)) + tf.math.real(tf.complex(y, x)), A(3), A(3))
 case("Real", "of a complex", lambda x, y: tf.math.real(tf.complex(x, y)), A(3), A(3))
 case("Imag", "of a complex", lambda x, y: tf.math.imag(tf.complex(x, y)) * 2.0, A(3), A(3))
 case("FFT", "rows", _fourier(tf.signal.fft), A(4))
@@ -194,7 +195,8 @@ case("FFT3D", "volume", _fourier(tf.signal.fft3d), A(2, 2, 3))
 case("IFFT", "complex rows", _fourier(tf.signal.ifft, inverse=True), A(4), A(4))
 case("IFFT2D", "complex", _fourier(tf.signal.ifft2d, inverse=True), A(2, 3), A(2, 3))
 case("IFFT3D", "complex", _fourier(tf.signal.ifft3d, inverse=True), A(2, 2, 2), A(2, 2, 2))
-case("RFFT", "real and imaginary parts", lambda x: [tf.math.real(tf.signal.rfft(x)), tf.math.imag(tf.signal.rfft(x))], A(6))
+case("RFFT", "real and imaginary parts",
+     lambda x: [tf.math.real(tf.signal.rfft(x)), tf.math.imag(tf.signal.rfft(x))], A(6))
 case("IRFFT", "half spectrum", lambda x, y: tf.signal.irfft(tf.complex(x, y)), A(4), A(4))
 
 
@@ -211,9 +213,11 @@ def _scatter(op):
 
 case("TensorScatterUpdate", "one row per sample", _scatter(tf.tensor_scatter_nd_update), A(6), A(2))
 case("TensorScatterAdd", "one row per sample", _scatter(tf.tensor_scatter_nd_add), A(6), A(2))
-case("SpaceToBatchND", "dilated convolution", lambda x: tf.nn.atrous_conv2d(x, const(x, [3, 3, 2, 2], 38), 2, "SAME"), A(5, 5, 2))
+case("SpaceToBatchND", "dilated convolution",
+     lambda x: tf.nn.atrous_conv2d(x, const(x, [3, 3, 2, 2], 38), 2, "SAME"), A(5, 5, 2))
 case("BatchToSpaceND", "dilated depthwise convolution",
-     lambda x: tf.nn.depthwise_conv2d(x, const(x, [3, 3, 2, 1], 39), [1, 1, 1, 1], "SAME", dilations=[2, 2]), A(5, 5, 2))
+     lambda x: tf.nn.depthwise_conv2d(x, const(x, [3, 3, 2, 1], 39), [1, 1, 1, 1], "SAME", dilations=[2, 2]),
+     A(5, 5, 2))
 case("DepthToSpace", "block 2", lambda x: tf.nn.depth_to_space(x, 2), A(2, 2, 4))
 case("SpaceToDepth", "block 2", lambda x: tf.nn.space_to_depth(x, 2), A(4, 4, 2))
 case(
@@ -259,7 +263,8 @@ def _gather_nd(x):
 
 case("Gather", "rows within halves", _gather_rows, A(3), rowwise=False)
 case("GatherV2", "axis 1", lambda x: tf.gather(x, [2, 0, 1, 1], axis=1), A(3))
-case("GatherV2", "batch_dims 1", lambda x: tf.gather(x, tf.zeros([N * 2, 2], tf.int32) + [1, 2], axis=1, batch_dims=1), A(3, 2))
+case("GatherV2", "batch_dims 1",
+     lambda x: tf.gather(x, tf.zeros([N * 2, 2], tf.int32) + [1, 2], axis=1, batch_dims=1), A(3, 2))
 case("GatherNd", "row and column", _gather_nd, A(4, 2))
 case("Split", "two", lambda x: tf.split(x, 2, axis=1), A(4))
 case("SplitV", "1 and 3", lambda x: tf.split(x, [1, 3], axis=1), A(4))
@@ -298,12 +303,16 @@ case("LogicalOr", "two masks", lambda x, y: tf.where(tf.logical_or(x > 0, y > 0)
 case("Any", "per row", lambda x: x * tf.cast(tf.reduce_any(x > 0, -1, keepdims=True), x.dtype), P(3, 2))
 case("All", "per row", lambda x: x * tf.cast(tf.reduce_all(x > -1, -1, keepdims=True), x.dtype), P(3, 2))
 case("Cast", "mask to float", lambda x: tf.tanh(x) * tf.cast(tf.not_equal(x, 0.0), x.dtype), P(4), expect="tfshap")
-case("Select", "varying condition", lambda x: tf.raw_ops.Select(condition=x > 0, x=tf.exp(x), y=x), P(3), expect="tfshap")
-case("SelectV2", "varying condition, broadcast branch", lambda x: tf.where(x > 0, x, const(x, [4], 11)), P(4), expect="tfshap")
+case("Select", "varying condition",
+     lambda x: tf.raw_ops.Select(condition=x > 0, x=tf.exp(x), y=x), P(3), expect="tfshap")
+case("SelectV2", "varying condition, broadcast branch",
+     lambda x: tf.where(x > 0, x, const(x, [4], 11)), P(4), expect="tfshap")
 # the condition switches between the halves: Δy goes through one branch
 case("SelectV2", "leaky relu by where", lambda x: tf.where(x > 0, x, 0.1 * x), A(4), expect="tfshap")
-case("SelectV2", "switch to a constant", lambda x: tf.where(x > 0, tf.tanh(x), const(x, [4], 12)), A(4), expect="tfshap")
-case("Select", "two varying branches", lambda x, y: tf.raw_ops.Select(condition=x > y, x=x * y, y=tf.sigmoid(y)), A(3), A(3), expect="tfshap")
+case("SelectV2", "switch to a constant",
+     lambda x: tf.where(x > 0, tf.tanh(x), const(x, [4], 12)), A(4), expect="tfshap")
+case("Select", "two varying branches",
+     lambda x, y: tf.raw_ops.Select(condition=x > y, x=x * y, y=tf.sigmoid(y)), A(3), A(3), expect="tfshap")
 
 # --- linear: one operand constant -----------------------------------------------------
 case("Conv2D", "3x3 same", lambda x: tf.nn.conv2d(x, const(x, [3, 3, 2, 4], 7), 1, "SAME"), A(5, 5, 2))
@@ -324,7 +333,9 @@ case(
 case(
     "Conv3DBackpropInputV2",
     "transpose stride 2",
-    lambda x: tf.nn.conv3d_transpose(x, const(x, [2, 2, 2, 1, 2], 12), batch_shape(x, 4, 4, 4, 1), [1, 2, 2, 2, 1], "SAME"),
+    lambda x: tf.nn.conv3d_transpose(
+        x, const(x, [2, 2, 2, 1, 2], 12), batch_shape(x, 4, 4, 4, 1), [1, 2, 2, 2, 1], "SAME"
+    ),
     A(2, 2, 2, 2),
 )
 case("MatMul", "x W", lambda x: tf.matmul(x, const(x, [4, 3], 13)), A(4))
@@ -366,7 +377,8 @@ case("BatchMatMulV2", "both", tf.matmul, A(3, 4), A(4, 2), expect=_T)
 case("BatchMatMulV2", "x x^T", lambda x: tf.matmul(x, x, transpose_b=True), A(3, 4), expect=_T)
 case("BatchMatMulV2", "adjoint a", lambda x, y: tf.matmul(x, y, adjoint_a=True), A(4, 3), A(4, 2), expect=_T)
 case("BatchMatMulV2", "bcast heads", tf.matmul, A(1, 3, 4), A(2, 4, 2), expect=_T)
-case("BatchMatMulV3", "both", lambda x, y: tf.raw_ops.BatchMatMulV3(x=x, y=y, Tout=x.dtype), A(3, 4), A(4, 2), expect=_T)
+case("BatchMatMulV3", "both",
+     lambda x, y: tf.raw_ops.BatchMatMulV3(x=x, y=y, Tout=x.dtype), A(3, 4), A(4, 2), expect=_T)
 _EINSUMS = {
     # equation: the operands' shapes without the batch axis
     "nij,njk->nik": ((3, 4), (4, 2)),
@@ -407,8 +419,10 @@ def _fused_layer_norm(version, first_axis, hw=None):
 
 for _version in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"):
     case(_version, "layer norm last axis", _fused_layer_norm(_version, 2), A(4, 5), expect=_T, dtypes=("float32",))
-case("FusedBatchNormV3", "layer norm last two axes", _fused_layer_norm("FusedBatchNormV3", 1), A(3, 4), expect=_T, dtypes=("float32",))
-case("FusedBatchNormV3", "layer norm H and W", _fused_layer_norm("FusedBatchNormV3", 1, hw=(2, 5)), A(4, 5), expect=_T, dtypes=("float32",))
+case("FusedBatchNormV3", "layer norm last two axes",
+     _fused_layer_norm("FusedBatchNormV3", 1), A(3, 4), expect=_T, dtypes=("float32",))
+case("FusedBatchNormV3", "layer norm H and W",
+     _fused_layer_norm("FusedBatchNormV3", 1, hw=(2, 5)), A(4, 5), expect=_T, dtypes=("float32",))
 
 case("Cast", "to float64", lambda x: tf.raw_ops.Cast(x=x, DstT=tf.float64), A(3))
 
@@ -486,7 +500,8 @@ case("RealDiv", "const denominator", lambda x: x / const(x, [3], 27, 0.5, 2.0), 
 case("RealDiv", "const numerator", lambda y: const(y, [3], 28) / y, A(3, domain="nonzero"), expect="tfshap")
 case("Div", "both", lambda x, y: tf.raw_ops.Div(x=x, y=y), A(3), A(3, domain="nonzero"), expect="tfshap")
 case("Div", "const denominator", lambda x: tf.raw_ops.Div(x=x, y=const(x, [3], 29, 0.5, 2.0)), A(3))
-case("DivNoNan", "both, zeros", lambda x, y: tf.math.divide_no_nan(x, y), A(3), A(3, domain="some_zero"), expect="tfshap")
+case("DivNoNan", "both, zeros",
+     lambda x, y: tf.math.divide_no_nan(x, y), A(3), A(3, domain="some_zero"), expect="tfshap")
 case("DivNoNan", "const denominator", lambda x: tf.math.divide_no_nan(x, const(x, [3], 30, 0.5, 2.0)), A(3))
 case(
     "DivNoNan",
@@ -497,7 +512,8 @@ case(
 )
 case("Maximum", "both", tf.maximum, A(3), A(3), expect="tfshap", monotone=True)
 case("Maximum", "bcast n3 n1", tf.maximum, A(3), A(1), expect="tfshap", monotone=True)
-case("Maximum", "relu-like const", lambda x: tf.maximum(x, tf.constant(0.1, x.dtype)), A(3), expect="tfshap", monotone=True)
+case("Maximum", "relu-like const",
+     lambda x: tf.maximum(x, tf.constant(0.1, x.dtype)), A(3), expect="tfshap", monotone=True)
 case("Minimum", "both", tf.minimum, A(3), A(3), expect="tfshap", monotone=True)
 case("Minimum", "const 3", lambda x: tf.minimum(const(x, [3], 32), x), A(3), expect="tfshap", monotone=True)
 case("SquaredDifference", "both", tf.math.squared_difference, A(3), A(3), expect="tfshap")
@@ -511,7 +527,8 @@ case(
 case("Pow", "both", tf.pow, A(3, domain="positive"), A(3), expect="tfshap")
 case("Pow", "const exponent", lambda x: tf.pow(x, tf.constant(3.0, x.dtype)), A(3), expect="tfshap")
 case("Pow", "const base", lambda y: tf.pow(tf.constant(1.7, y.dtype), y), A(3), expect="tfshap")
-case("Pow", "small base, exponent -1/2", lambda x: tf.pow(x, tf.constant(-0.5, x.dtype)), A(3, domain="small"), expect="tfshap")
+case("Pow", "small base, exponent -1/2",
+     lambda x: tf.pow(x, tf.constant(-0.5, x.dtype)), A(3, domain="small"), expect="tfshap")
 case("Atan2", "both", tf.atan2, A(3), A(3), expect="tfshap")
 case("Atan2", "bcast n3 n1", tf.atan2, A(3), A(1, domain="positive"), expect="tfshap")
 
@@ -680,7 +697,8 @@ def refused(name, build, args, op_types, reason=""):
     REFUSALS.append(Refused(name, build, tuple(args), tuple(op_types), reason))
 
 
-refused("Conv2D varying filter", lambda x, f: tf.nn.conv2d(x, f[0], 1, "SAME"), [A(3, 3, 2), A(2, 2, 2, 2)], ["Conv2D"], "filter")
+refused("Conv2D varying filter",
+        lambda x, f: tf.nn.conv2d(x, f[0], 1, "SAME"), [A(3, 3, 2), A(2, 2, 2, 2)], ["Conv2D"], "filter")
 refused(
     "FusedBatchNormV3 is_training",
     lambda x: tf.raw_ops.FusedBatchNormV3(
@@ -704,7 +722,8 @@ refused("Roll along the batch axis", lambda x: tf.roll(x, 1, axis=0), [A(3)], ["
 refused("Roll along every axis", lambda x: tf.roll(x, [1, 1], axis=[-1, -2]), [A(3)], ["Roll"], "batch axis")
 refused("FFT2D over the batch axis", _fourier(tf.signal.fft2d), [A(3)], ["FFT2D"], "batch axis")
 refused("FFT over the batch axis", _fourier(tf.signal.fft), [A()], ["FFT"], "batch axis")
-refused("RFFT of a varying length", lambda x: tf.signal.rfft(x, [tf.cast(x[0, 0] > 0.0, tf.int32) + 3]), [A(4)], ["RFFT"], "fft_length")
+refused("RFFT of a varying length",
+        lambda x: tf.signal.rfft(x, [tf.cast(x[0, 0] > 0.0, tf.int32) + 3]), [A(4)], ["RFFT"], "fft_length")
 refused(
     "SpaceToBatchND around a relu",
     lambda x: tf.batch_to_space(tf.nn.relu(tf.space_to_batch(x, [2, 2], [[0, 0], [0, 0]])), [2, 2], [[0, 0], [0, 0]]),
@@ -719,11 +738,13 @@ refused(
     ["TensorScatterUpdate"],
     "indices",
 )
-refused("Roll by a varying shift", lambda x: tf.roll(x, tf.cast(x[0, 0] > 0.0, tf.int32), axis=1), [A(3)], ["Roll"], "shift")
+refused("Roll by a varying shift",
+        lambda x: tf.roll(x, tf.cast(x[0, 0] > 0.0, tf.int32), axis=1), [A(3)], ["Roll"], "shift")
 refused(
     "MaxPool explicit padding",
     lambda x: tf.raw_ops.MaxPool(
-        input=x, ksize=[1, 2, 2, 1], strides=[1, 1, 1, 1], padding="EXPLICIT", explicit_paddings=[0, 0, 1, 1, 1, 1, 0, 0]
+        input=x, ksize=[1, 2, 2, 1], strides=[1, 1, 1, 1], padding="EXPLICIT",
+        explicit_paddings=[0, 0, 1, 1, 1, 1, 0, 0]
     ),
     [A(3, 3, 1)],
     ["MaxPool"],
@@ -731,9 +752,13 @@ refused(
 )
 refused("MatMul both varying", lambda x, y: tf.matmul(x, y, transpose_b=True), [A(3), A(3)], ["MatMul"], "bilinear")
 refused("BatchMatMulV2 batch axes apart", tf.matmul, [A(2, 3), A(1, 3, 2)], ["BatchMatMulV2"], "different axes")
-refused("Einsum outer product over the batch", lambda x, y: tf.einsum("ni,mj->nmij", x, y), [A(3), A(2)], ["Einsum"], "different axes")
-refused("Einsum summing the batch axis", lambda x, y: tf.einsum("ni,ni->i", x, y), [A(3), A(3)], ["Einsum"], "sums over the batch axis")
-refused("MatMul x^T W", lambda x: tf.matmul(x, const(x, [2 * N, 3], 36), transpose_a=True), [A(4)], ["MatMul"], "sums over the batch axis")
+refused("Einsum outer product over the batch",
+        lambda x, y: tf.einsum("ni,mj->nmij", x, y), [A(3), A(2)], ["Einsum"], "different axes")
+refused("Einsum summing the batch axis",
+        lambda x, y: tf.einsum("ni,ni->i", x, y), [A(3), A(3)], ["Einsum"], "sums over the batch axis")
+refused("MatMul x^T W",
+        lambda x: tf.matmul(x, const(x, [2 * N, 3], 36), transpose_a=True), [A(4)], ["MatMul"],
+        "sums over the batch axis")
 
 
 def _fused_norm_training(x, target, data_format="NCHW"):
@@ -745,10 +770,14 @@ def _fused_norm_training(x, target, data_format="NCHW"):
     )[0]
 
 
-refused("FusedBatchNormV3 NCHW of the batch", lambda x: _fused_norm_training(x, None), [A(3, 2, 2)], ["FusedBatchNormV3"], "not a reshape")
-refused("FusedBatchNormV3 N above 1", lambda x: _fused_norm_training(x, [2, -1, 6, 1]), [A(4, 6)], ["FusedBatchNormV3"], "straddle")
-refused("FusedBatchNormV3 channels across samples", lambda x: _fused_norm_training(x, [1, -1, 8, 1]), [A(4, 5)], ["FusedBatchNormV3"], "straddle")
-refused("If on a varying predicate", lambda x: tf.cond(x[0, 0] > 0.0, lambda: x, lambda: -x), [A(3)], ["StatelessIf"], "which branch")
+refused("FusedBatchNormV3 NCHW of the batch",
+        lambda x: _fused_norm_training(x, None), [A(3, 2, 2)], ["FusedBatchNormV3"], "not a reshape")
+refused("FusedBatchNormV3 N above 1",
+        lambda x: _fused_norm_training(x, [2, -1, 6, 1]), [A(4, 6)], ["FusedBatchNormV3"], "straddle")
+refused("FusedBatchNormV3 channels across samples",
+        lambda x: _fused_norm_training(x, [1, -1, 8, 1]), [A(4, 5)], ["FusedBatchNormV3"], "straddle")
+refused("If on a varying predicate",
+        lambda x: tf.cond(x[0, 0] > 0.0, lambda: x, lambda: -x), [A(3)], ["StatelessIf"], "which branch")
 refused("Any over the batch axis", lambda x: tf.where(tf.reduce_any(x > 0, 0), x, 0.0), [P(3)], ["Any"], "batch axis")
 refused(
     "two unknown op types at once",
@@ -760,10 +789,12 @@ refused(
 
 
 # --- helper F: layer-zoo rules (SquaredDifference closed form, TopKV2) ----------------
-case("SquaredDifference", "const minus x", lambda x: tf.math.squared_difference(const(x, [3], 37), x), A(3), expect="tfshap")
+case("SquaredDifference", "const minus x",
+     lambda x: tf.math.squared_difference(const(x, [3], 37), x), A(3), expect="tfshap")
 case("SquaredDifference", "bcast both n3 n1", tf.math.squared_difference, A(3), A(1), expect="tfshap")
 case("TopKV2", "k 1", lambda x: tf.math.top_k(x, 1).values, A(3, 4, domain="distinct"), expect="tfshap", monotone=True)
-case("TopKV2", "k 1 rank 3", lambda x: tf.math.top_k(x, 1).values, A(2, 5, domain="distinct"), expect="tfshap", monotone=True)
+case("TopKV2", "k 1 rank 3",
+     lambda x: tf.math.top_k(x, 1).values, A(2, 5, domain="distinct"), expect="tfshap", monotone=True)
 _max_case("TopKV2", "k 1 w17 cross-max", lambda x: tf.math.top_k(x, 1).values, 17)
 refused("TopKV2 k 2", lambda x: tf.math.top_k(x, 2).values, [A(4)], ["TopKV2"], "order statistics")
 refused("sort", lambda x: tf.sort(x, axis=-1), [A(4)], ["TopKV2"], "order statistics")

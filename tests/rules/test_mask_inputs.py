@@ -165,7 +165,8 @@ def test_top_k_values_in_use_keep_the_order_statistics_refusal():
             graph = tf.compat.v1.get_default_graph()
             first = len(graph.get_operations())
             top = tf.math.top_k(scores, K)
-            y = tf.reduce_sum(tf.one_hot(top.indices, EXPERTS, dtype=s.dtype), 1) * tf.reduce_sum(top.values, -1, keepdims=True)
+            routed = tf.reduce_sum(tf.one_hot(top.indices, EXPERTS, dtype=s.dtype), 1)
+            y = routed * tf.reduce_sum(top.values, -1, keepdims=True)
             rewrite(graph.get_operations()[first:], sources=[scores], targets=[y])
             return y
 
