@@ -172,3 +172,18 @@ def test_keras2_safe_mode_is_the_flag_tf_keras_legacy_loaders_read():
             assert serialization_lib.in_safe_mode() is False
         assert serialization_lib.in_safe_mode() is True
     assert serialization_lib.in_safe_mode() == before
+
+
+def test_profiled_op_seconds_reads_the_op_types_the_profiler_recorded(tmp_path):
+    """The profiler's XSpace protobuf still names host compute events by op type (the kernel's)."""
+    x = tf.random.stateless_normal([256, 256], seed=[1, 2])
+    matmul = tf.function(lambda a: tf.nn.relu(tf.matmul(a, a)))
+    matmul(x)
+    tf.profiler.experimental.start(str(tmp_path))
+    for _ in range(3):
+        matmul(x).numpy()
+    tf.profiler.experimental.stop()
+    seconds = _tf_private.profiled_op_seconds(str(tmp_path))
+    # oneDNN's kernels run as _MklMatMul, or fuse the ReLU into a _MklFusedMatMul
+    assert sum(s for op_type, s in seconds.items() if "MatMul" in op_type) > 0.0, seconds
+    assert sum(seconds.values()) < 60.0  # picoseconds read as picoseconds, not as seconds

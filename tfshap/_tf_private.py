@@ -134,3 +134,32 @@ def keras2_safe_mode(safe_mode: bool):
     from tf_keras.src.saving import serialization_lib
 
     return serialization_lib.SafeModeScope(safe_mode)
+
+
+def profiled_op_seconds(logdir: str) -> dict[str, float]:
+    """Seconds per op type that TensorFlow's profiler recorded on the host's compute threads, read from
+    the ``.xplane.pb`` under ``logdir`` that ``tf.profiler.experimental.start(logdir)`` wrote (its
+    ``tsl.profiler`` protobuf; used by ``tools/bench.py --profile``). Ops are the events named
+    ``op_name:OpType``."""
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    seconds: dict[str, float] = {}
+    for path in glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True):
+        with open(path, "rb") as f:
+            space = xplane_pb2.XSpace.FromString(f.read())
+        for plane in space.planes:
+            if plane.name != "/host:CPU":
+                continue
+            for line in plane.lines:
+                if not line.name.startswith("tf_Compute"):
+                    continue
+                for event in line.events:
+                    meta = plane.event_metadata.get(event.metadata_id)
+                    name = meta.name if meta else ""
+                    if name.count(":") != 1:  # the executor's own events (ExecutorState::Process, …), not an op
+                        continue
+                    op_type = name.split(":")[1]
+                    seconds[op_type] = seconds.get(op_type, 0.0) + event.duration_ps / 1e12
+    return seconds

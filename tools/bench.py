@@ -175,6 +175,33 @@ def first_call_table(names: list[str], repeats: int) -> None:
               f"{best['floor']['seconds']:.2f} s | {ratio:.2f}× |", flush=True)
 
 
+def profile_table(workload: dict, methods: dict, calls: int = 5, top: int = 10) -> None:
+    """TensorFlow's profiler on ``calls`` steady-state calls of each method: op time per call by op type."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from tfshap import _tf_private
+
+    per_method = {}
+    for name, (call, _) in methods.items():
+        logdir = tempfile.mkdtemp(prefix="tfshap-profile-")
+        tf.profiler.experimental.start(logdir)
+        for _ in range(calls):
+            call()
+        tf.profiler.experimental.stop()
+        seconds = _tf_private.profiled_op_seconds(logdir)
+        per_method[name] = {op_type: s / calls for op_type, s in seconds.items()}
+    print(f"\n**{workload['label']}**: op time per call (ms) on the compute threads, "
+          f"{calls} profiled calls after the timed ones\n")
+    print("| method | op time | " + " | ".join(f"top {i + 1}" for i in range(top)) + " |")
+    print("| --- | ---: |" + " --- |" * top)
+    for name, ops in per_method.items():
+        ranked = sorted(ops.items(), key=lambda item: -item[1])[:top]
+        cells = [f"{op_type} {1e3 * s:.1f}" for op_type, s in ranked] + [""] * (top - len(ranked))
+        print(f"| {name} | {1e3 * sum(ops.values()):.1f} | " + " | ".join(cells) + " |")
+
+
 def peak_rss_mib() -> float:
     import resource
 
@@ -220,8 +247,13 @@ def tfshap_and_floor(workload: dict, jit: bool = False, other_backward: bool = F
             lambda: tfshap.compile(model, background, jit_compile=True), samples, refusable=True
         )
         methods["tfshap, jit_compile=True"] = (call, note)
-    if other_backward and explainer is not None:  # the strategy tfshap does not pick, to check that choice
-        methods.update(_other_backward(explainer, model, background, samples))
+    if explainer is not None and _vectorizes_later(explainer):
+        # What the same explainer runs once it has explained VECTORIZE_AFTER_PAIRS pairs: its steady state.
+        call, note, _, _ = _compiled(lambda: tfshap.compile(model, background, vectorize_outputs=True), samples)
+        methods[f"tfshap after {explainer.VECTORIZE_AFTER_PAIRS:,} pairs (vectorized over outputs)"] = (call, note)
+    elif other_backward and explainer is not None:  # the strategy tfshap does not pick, to check that choice
+        call, note, _, _ = _compiled(lambda: tfshap.compile(model, background, vectorize_outputs=True), samples)
+        methods["tfshap, vectorized over outputs"] = (call, note)
     floor = plain_gradient_floor(model, workload["n_outputs"])
     floor(samples, background).numpy()  # warm-up (traces)
     methods[FLOOR] = (
@@ -230,15 +262,10 @@ def tfshap_and_floor(workload: dict, jit: bool = False, other_backward: bool = F
     return methods
 
 
-def _other_backward(default, model, background, samples) -> dict:
-    """A row for tfshap with the backward strategy the ``default`` explainer does not use in steady state:
-    vectorized over the outputs (a model with a loop, after ``VECTORIZE_AFTER_PAIRS`` pairs) or a pass per
-    output (the others)."""
-    import tfshap
-
-    other = not (default.program.has_loops and default.program.can_vectorize(default.n_outputs))
-    call, note, _, _ = _compiled(lambda: tfshap.compile(model, background, vectorize_outputs=other), samples)
-    return {f"tfshap, {'vectorized over outputs' if other else 'a pass per output'}": (call, note)}
+def _vectorizes_later(explainer) -> bool:
+    """Whether ``explainer`` (default options) switches to the backward vectorized over its outputs after
+    ``VECTORIZE_AFTER_PAIRS`` pairs: a model with a loop."""
+    return explainer.program.has_loops and explainer.program.can_vectorize(explainer.n_outputs)
 
 
 def _compiled(compile_explainer, samples, refusable: bool = False):
@@ -414,8 +441,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-shap", action="store_true", help="leave shap.DeepExplainer out")
     parser.add_argument("--jit", action="store_true", help="add a row for tfshap compiled with jit_compile=True (XLA)")
     parser.add_argument("--other-backward", action="store_true",
-                        help="add a row for tfshap with the backward strategy it does not pick for the model "
-                             "(vectorized over the outputs, or a pass per output)")
+                        help="add a row for tfshap vectorized over the outputs for models without a loop "
+                             "(models with one always get it: their steady state)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the table, TensorFlow's profiler on each workload's methods: op time by op type")
     parser.add_argument("--gradient", action="store_true",
                         help="also tfshap.GradientExplainer vs shap.GradientExplainer (tools/bench_gradient.py), N=--n")
     parser.add_argument("--memory", default="",
@@ -508,6 +537,9 @@ def main(argv=None) -> int:
     for line in summary:
         print(line)
     print(f"1-min load average {load_start:.2f} before, {load_end:.2f} after (goals: ≤ 1.5× the floor, ≥ 5× shap)")
+    if args.profile:  # after the timings, which the profiler would slow down
+        for name in names:
+            profile_table(workloads[name], {m: c for m, c in methods[name].items() if not m.startswith("shap")})
     if args.gradient:
         import importlib.util
 
