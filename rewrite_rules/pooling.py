@@ -51,9 +51,10 @@ from tfshap.rewrite import reaches_targets
 
 #: The largest window (inputs per maximum) that gets the Shapley split; larger ones get cross-max.
 #: Its work grows as w² per window and its graph as w²/2 pairs: on 4M inputs, alone, it takes about
-#: 3× cross-max's time at w = 4, 10× at 16 (2,200 ops, half a second of tracing) and 23× at 25
-#: (5,400 ops); on the digits CNN and the wide CNN (2×2 windows) the whole explanation takes 5–9%
-#: longer (BENCHMARKS.md, ``tools/faithfulness.py --cost``). 16 covers 2×2, 3×3, 4×4, 2×2×2 pooling.
+#: 3× cross-max's time at w = 4, 12× at 16 (2,200 ops, a third of a second of tracing) and 22× at 25
+#: (5,400 ops); on the digits CNN and the wide CNN (2×2 windows) the whole explanation takes about
+#: 1.5× the time of ``rules="crossmax"`` (BENCHMARKS.md, ``tools/faithfulness.py --cost``).
+#: 16 covers 2×2, 3×3, 4×4, 2×2×2 pooling.
 SHAPLEY_MAX_WINDOW = 16
 
 #: Why ``jit_compile=True`` is refused for these rules (misses of 1e-4 in float32 were measured).
