@@ -81,17 +81,24 @@ def plain_gradient_floor(model, n_outputs: int):
         n, k = tf.shape(x)[0], tf.shape(background)[0]
         xs = tf.repeat(x, k, axis=0)
         reps = tf.concat([[n], tf.ones([tf.rank(background) - 1], tf.int32)], 0)
-        rs = tf.tile(background, reps)
-        rows = tf.concat([xs, rs], 0)
-        y = tf.reshape(model(rows, training=False), [2 * n * k, -1])
-        delta = xs - rs
-        per_output = []
-        for j in range(n_outputs):
-            grad = tf.gradients(y[:, j], rows)[0][: n * k]
-            per_output.append(tf.reduce_mean(tf.reshape(grad * delta, tf.concat([[n, k], tf.shape(x)[1:]], 0)), 1))
-        return tf.stack(per_output, -1)
+        return paired_gradient_floor(model, n_outputs, xs, tf.tile(background, reps), n, k)
 
     return floor
+
+
+def paired_gradient_floor(model, n_outputs: int, xs, rs, n, k):
+    """The floor's work on ``N·K`` pairs, sample rows ``xs`` and their reference rows ``rs`` (pair-major):
+    one forward pass over both, one ``tf.gradients`` per output, gradient × (x − r) averaged per sample."""
+    import tensorflow as tf
+
+    rows = tf.concat([xs, rs], 0)
+    y = tf.reshape(model(rows, training=False), [2 * n * k, -1])
+    delta = xs - rs
+    per_output = []
+    for j in range(n_outputs):
+        grad = tf.gradients(y[:, j], rows)[0][: n * k]
+        per_output.append(tf.reduce_mean(tf.reshape(grad * delta, tf.concat([[n, k], tf.shape(xs)[1:]], 0)), 1))
+    return tf.stack(per_output, -1)
 
 
 def best_time(fn, repeats: int = 3) -> float:

@@ -33,6 +33,8 @@ def per_sample_floor(model, n_outputs: int, shape):
     """``floor(x, references)``: the plain-gradient work on every sample paired with its own rows."""
     import tensorflow as tf
 
+    from tfshap.demo import paired_gradient_floor
+
     x_spec = tf.TensorSpec([None, *shape], tf.float32)
     r_spec = tf.TensorSpec([None, None, *shape], tf.float32)
 
@@ -41,14 +43,7 @@ def per_sample_floor(model, n_outputs: int, shape):
         n, k = tf.shape(references)[0], tf.shape(references)[1]
         xs = tf.repeat(x, k, axis=0)
         rs = tf.reshape(references, tf.concat([[-1], tf.shape(x)[1:]], 0))
-        rows = tf.concat([xs, rs], 0)
-        y = tf.reshape(model(rows, training=False), [2 * n * k, -1])
-        delta = xs - rs
-        per_output = []
-        for j in range(n_outputs):
-            grad = tf.gradients(y[:, j], rows)[0][: n * k]
-            per_output.append(tf.reduce_mean(tf.reshape(grad * delta, tf.concat([[n, k], tf.shape(x)[1:]], 0)), 1))
-        return tf.stack(per_output, -1)
+        return paired_gradient_floor(model, n_outputs, xs, rs, n, k)
 
     return floor
 
