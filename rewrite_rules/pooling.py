@@ -457,10 +457,11 @@ def _pool_cross_max_multipliers(op: tf.Operation) -> tf.Tensor:
 
 
 def _at_inputs(windows: _Windows, per_window: tf.Tensor) -> tf.Tensor:
-    """Per-window multipliers of tiling windows at their inputs' places, ``(rows, o_1, k_1, …, o_n, k_n, c)``."""
+    """Per-window multipliers of tiling windows at their inputs' places, ``(rows, o_1·k_1, …, o_n·k_n, c)``."""
     n = len(windows.out_sizes)
     m = tf.reshape(per_window, [-1, *windows.out_sizes, windows.channels, *windows.ksize])
-    return tf.transpose(m, [0, *[a for d in range(n) for a in (1 + d, n + 2 + d)], n + 1])
+    m = tf.transpose(m, [0, *[a for d in range(n) for a in (1 + d, n + 2 + d)], n + 1])
+    return tf.reshape(m, [-1, *[o * k for o, k in zip(windows.out_sizes, windows.ksize)], windows.channels])
 
 
 @cached_multipliers
@@ -479,11 +480,15 @@ def _tiled_pool(op: tf.Operation, grad: tf.Tensor, multipliers: tf.Tensor) -> tf
     """Windows that tile the input: each input's multiplier times its one window's gradient (no scatter)."""
     windows = _Windows(op)
     spread = windows.channels_last(foreground(grad))
-    # Repeat one axis at a time: a product broadcasting over every alternate axis at once has more axis
-    # groups than TensorFlow's CPU kernels take (3-d pooling, or 2-d under tf.vectorized_map).
-    for axis, k in enumerate(windows.ksize, start=1):
-        spread = tf.repeat(spread, k, axis=axis)
-    covered = tf.reshape(multipliers, tf.shape(spread)) * spread
+    # Repeat one axis at a time, each as a rank-4 tile: a product broadcasting over every alternate axis
+    # at once has more axis groups than TensorFlow's CPU kernels take (3-d pooling, or 2-d under
+    # tf.vectorized_map), and tf.repeat builds a dozen ops per axis in every backward pass.
+    sizes = [*windows.out_sizes, windows.channels]
+    for d, k in enumerate(windows.ksize):
+        inner = int(np.prod(sizes[d + 1:]))
+        spread = tf.tile(tf.reshape(spread, [-1, sizes[d], 1, inner]), [1, 1, k, 1])
+        sizes[d] *= k
+    covered = multipliers * tf.reshape(spread, [-1, *sizes])
     uncovered = [[0, size - o * k] for size, o, k in zip(windows.in_sizes, windows.out_sizes, windows.ksize)]
     to_inputs = tf.pad(covered, [[0, 0], *uncovered, [0, 0]]) if any(b for _, b in uncovered) else covered
     return on_foreground(windows.channels_last(to_inputs, back=True))
