@@ -1,5 +1,5 @@
-"""Load a module of tools/ by path, under its own name (tools/ is not a package, and tools/coverage.py
-would shadow the ``coverage`` package if tools/ were on sys.path)."""
+"""Load a module of tools/ by path, under its own name (tools/ is not a package, and a tool named
+like an installed package would shadow it if tools/ were on sys.path)."""
 
 from __future__ import annotations
 

@@ -10,27 +10,14 @@ table names, with the same op types. The README section must be what the results
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
+from _tools import load_tool
 
 import tfshap
 
-_PATH = Path(__file__).resolve().parents[1] / "tools" / "layer_coverage.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("tfshap_tools_coverage", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cov = _load_tool()
+cov = load_tool("layer_coverage")
 RESULTS = cov.load_results()
 ROWS = {keras_name: cov.rows(keras_name) for keras_name in cov.KERASES}
 

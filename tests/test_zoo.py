@@ -9,30 +9,17 @@ cleanly where keras-hub (the ``zoo`` extra) is not installed.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _tools import load_tool
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tfshap  # noqa: E402
 
-_PATH = Path(__file__).resolve().parents[1] / "tools" / "zoo.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("tfshap_tools_zoo", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-zoo = _load_tool()
+zoo = load_tool("zoo")
 RESULTS = zoo.load_results()
 
 # Outputs are softmax probabilities (at most 1). A float64 sum over the graph's roundings stays
