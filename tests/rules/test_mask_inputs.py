@@ -55,6 +55,17 @@ EXPECTED = {"GatherV2": lambda mask: TABLE[mask], "ResourceGather": lambda mask:
 MASK_OP_TYPES = frozenset(MASK_CASES)
 
 
+def _rewritten(build, sources: list, op_types=()) -> tuple:
+    """``build(*sources)`` with the rewrite installed on the ops it adds; and the gradient names
+    installed on those of ``op_types``."""
+    graph = tf.compat.v1.get_default_graph()
+    first = len(graph.get_operations())
+    y = build(*sources)
+    ops = graph.get_operations()[first:]
+    rewrite(ops, sources=sources, targets=[y])
+    return y, [_tf_private.get_string_attr(op, _tf_private.GRADIENT_OP_TYPE_ATTR) for op in ops if op.type in op_types]
+
+
 def _compiled(op_type: str):
     build = MASK_CASES[op_type]
     x_spec, m_spec = tf.TensorSpec((N, WIDTH), tf.float64), tf.TensorSpec((N,), tf.int32)
@@ -63,13 +74,8 @@ def _compiled(op_type: str):
     def fn(x, r, mask_x, mask_r):
         with one_to_one(N):
             paired, mask = tf.concat([x, r], 0), tf.concat([mask_x, mask_r], 0)
-            graph = tf.compat.v1.get_default_graph()
-            first = len(graph.get_operations())
-            y = build(paired, mask)
-            ops = graph.get_operations()[first:]
-            rewrite(ops, sources=[paired, mask], targets=[y])
-            installed.extend(_tf_private.get_string_attr(op, _tf_private.GRADIENT_OP_TYPE_ATTR)
-                             for op in ops if op.type == op_type)
+            y, names = _rewritten(build, [paired, mask], (op_type,))
+            installed.extend(names)
             (m,) = tf.gradients(y[:N], [paired], grad_ys=tf.ones([N, WIDTH], tf.float64))
             return y, m[:N]
 
@@ -117,13 +123,8 @@ def _routing():
     def fn(x, r, s, rs):
         with one_to_one(N):
             paired, scores = tf.concat([x, r], 0), tf.concat([s, rs], 0)
-            graph = tf.compat.v1.get_default_graph()
-            first = len(graph.get_operations())
-            y = _routed(paired, scores)
-            ops = graph.get_operations()[first:]
-            rewrite(ops, sources=[paired, scores], targets=[y])
-            installed.extend(_tf_private.get_string_attr(op, _tf_private.GRADIENT_OP_TYPE_ATTR)
-                             for op in ops if op.type in ("TopKV2", "OneHot"))
+            y, names = _rewritten(_routed, [paired, scores], ("TopKV2", "OneHot"))
+            installed.extend(names)
             m_x, m_s = tf.gradients(y[:N], [paired, scores], grad_ys=tf.ones([N, WIDTH], tf.float64))
             return y, m_x[:N], m_s[:N]
 
@@ -155,20 +156,19 @@ def test_top_k_indices_of_routes_that_differ_fail_naming_the_op():
         fn(x, x, s, tf.reverse(s, [1]))
 
 
+def _routed_by_top_values(scores):
+    top = tf.math.top_k(scores, K)
+    routed = tf.reduce_sum(tf.one_hot(top.indices, EXPERTS, dtype=scores.dtype), 1)
+    return routed * tf.reduce_sum(top.values, -1, keepdims=True)
+
+
 def test_top_k_values_in_use_keep_the_order_statistics_refusal():
     """Where the values of a top-2 are used too, they are order statistics: refused as before."""
     spec = tf.TensorSpec((N, EXPERTS), tf.float64)
 
     def fn(s, rs):
         with one_to_one(N):
-            scores = tf.concat([s, rs], 0)
-            graph = tf.compat.v1.get_default_graph()
-            first = len(graph.get_operations())
-            top = tf.math.top_k(scores, K)
-            routed = tf.reduce_sum(tf.one_hot(top.indices, EXPERTS, dtype=s.dtype), 1)
-            y = routed * tf.reduce_sum(top.values, -1, keepdims=True)
-            rewrite(graph.get_operations()[first:], sources=[scores], targets=[y])
-            return y
+            return _rewritten(_routed_by_top_values, [tf.concat([s, rs], 0)])[0]
 
     with pytest.raises(UnsupportedOpError, match="TopKV2.*order statistics"):
         tf.function(fn, autograph=False).get_concrete_function(spec, spec)
