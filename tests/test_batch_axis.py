@@ -39,6 +39,15 @@ def _explain(K, rng, fn, shape, out_shape, background, x):
     return tfshap.compile(_model(K, rng, fn, shape, out_shape), background).explain(x)
 
 
+def _assert_explained_as(K, rng, fn, reference_fn, shape, out_shape, background, x):
+    """``fn`` is explained as ``reference_fn`` (the same function, its rows on axis 0), to float64 rounding."""
+    result = _explain(K, rng, fn, shape, out_shape, background, x)
+    reference = _explain(K, rng, reference_fn, shape, out_shape, background, x)
+    np.testing.assert_allclose(result.outputs, reference.outputs, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.values, reference.values, rtol=0, atol=1e-12)
+    assert_additive(result, 1e-10)
+
+
 # -- elementwise rules along a moved axis ---------------------------------------------------------
 def _swap(t):
     return tf.transpose(t, [1, 0, 2])
@@ -77,11 +86,7 @@ def _copies(t):
                          ids=["transpose", "stack then mean over the copies", "product of two moved operands"])
 def test_rules_read_the_rows_where_a_transpose_or_a_stack_moved_them(K64, rng, moved, leading):
     background, x = rng.normal(size=(6, L, D)), rng.normal(size=(3, L, D))
-    result = _explain(K64, rng, moved, (L, D), (L, D), background, x)
-    reference = _explain(K64, rng, leading, (L, D), (L, D), background, x)
-    np.testing.assert_allclose(result.outputs, reference.outputs, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(result.values, reference.values, rtol=0, atol=1e-12)
-    assert_additive(result, 1e-10)
+    _assert_explained_as(K64, rng, moved, leading, (L, D), (L, D), background, x)
 
 
 def test_a_rule_that_reads_rows_on_axis_0_only_refuses_a_moved_batch_axis(K64, rng):
@@ -113,10 +118,7 @@ def _similarity(t):
 
 def test_a_product_that_keeps_the_rows_along_its_columns_is_exact(K64, rng):
     background, x = rng.normal(size=(6, D)), rng.normal(size=(3, D))
-    result = _explain(K64, rng, _similarity_by_columns, (D,), (len(TEXT),), background, x)
-    reference = _explain(K64, rng, _similarity, (D,), (len(TEXT),), background, x)
-    np.testing.assert_allclose(result.values, reference.values, rtol=0, atol=1e-12)
-    assert_additive(result, 1e-10)
+    _assert_explained_as(K64, rng, _similarity_by_columns, _similarity, (D,), (len(TEXT),), background, x)
 
 
 # -- a mixture of experts: routing by one-hot top-1 indices, experts on (experts, tokens, features) --
@@ -163,11 +165,7 @@ def _routed_data(rng, n, signs):
 
 def test_mixture_of_experts_is_exact_where_sample_and_reference_route_alike(K64, rng):
     background, x = _routed_data(rng, 5, [1, -1, 1]), _routed_data(rng, 3, [1, -1, 1])
-    result = _explain(K64, rng, _moe, (L, D), (L, D), background, x)
-    reference = _explain(K64, rng, _moe_by_expert, (L, D), (L, D), background, x)
-    np.testing.assert_allclose(result.outputs, reference.outputs, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(result.values, reference.values, rtol=0, atol=1e-12)
-    assert_additive(result, 1e-10)
+    _assert_explained_as(K64, rng, _moe, _moe_by_expert, (L, D), (L, D), background, x)
 
 
 def test_mixture_of_experts_routing_that_differs_raises_mask_mismatch(K64, rng):
