@@ -247,13 +247,15 @@ def tfshap_and_floor(workload: dict, jit: bool = False, other_backward: bool = F
             lambda: tfshap.compile(model, background, jit_compile=True), samples, refusable=True
         )
         methods["tfshap, jit_compile=True"] = (call, note)
+    # The backward vectorized over the outputs: a loop model's steady state (what the explainer runs once it
+    # has explained VECTORIZE_AFTER_PAIRS pairs), or with --other-backward the strategy tfshap does not pick.
     if explainer is not None and _vectorizes_later(explainer):
-        # What the same explainer runs once it has explained VECTORIZE_AFTER_PAIRS pairs: its steady state.
+        vectorized = f"tfshap after {explainer.VECTORIZE_AFTER_PAIRS:,} pairs (vectorized over outputs)"
+    else:
+        vectorized = "tfshap, vectorized over outputs" if other_backward and explainer is not None else None
+    if vectorized:
         call, note, _, _ = _compiled(lambda: tfshap.compile(model, background, vectorize_outputs=True), samples)
-        methods[f"tfshap after {explainer.VECTORIZE_AFTER_PAIRS:,} pairs (vectorized over outputs)"] = (call, note)
-    elif other_backward and explainer is not None:  # the strategy tfshap does not pick, to check that choice
-        call, note, _, _ = _compiled(lambda: tfshap.compile(model, background, vectorize_outputs=True), samples)
-        methods["tfshap, vectorized over outputs"] = (call, note)
+        methods[vectorized] = (call, note)
     floor = plain_gradient_floor(model, workload["n_outputs"])
     floor(samples, background).numpy()  # warm-up (traces)
     methods[FLOOR] = (
